@@ -1,0 +1,1 @@
+"""Example applications served by the bundled conf/pyd.conf."""

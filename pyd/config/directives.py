@@ -1,0 +1,161 @@
+"""Every directive, block and section kind of pyd, declared once.
+
+This table drives the parser's validation, defaults, `pyd configtest`, `--name=value` overrides,
+`PYD_NAME` environment overrides and docs/config.md (`python -m pyd.config.docs` regenerates it).
+"""
+
+from __future__ import annotations
+
+from .registry import MAIN, REGISTRY
+from .values import (
+    AddressType,
+    Boolean,
+    Choice,
+    Count,
+    Duration,
+    Integer,
+    ListOf,
+    Path,
+    Ref,
+    Size,
+    String,
+)
+
+directive = REGISTRY.directive
+block = REGISTRY.block
+section = REGISTRY.section
+
+HTTP = "Pool:HTTPServer"
+FASTCGI = "Pool:FastCGI"
+USER_POOL = "Pool"
+APP = "App"
+LOCATION = "location"
+POOLS = (HTTP, FASTCGI, USER_POOL)
+WEB_POOLS = (HTTP, FASTCGI)
+
+NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+
+# -- the process: who runs, where ----------------------------------------------------------------
+
+directive("user", String(expected="a user name or uid", example="www-data"), None, reload=False,
+          help="The user workers run as. Started as root with no `user`, workers refuse to run: "
+               "write `user root;` to really mean it. Ignored (with a warning) when not root.")
+directive("group", String(expected="a group name or gid", example="www-data"), None, reload=False,
+          help="The group workers run as; default: the primary group of `user`.")
+directive("chroot", Path(), None, reload=False, example="/srv/jail",
+          help="Workers chroot here before dropping privileges.")
+directive("cwd", Path(), None, reload=False, example="/srv/shop",
+          help="Workers change into this directory and import apps from it; default: the "
+               "directory `pyd start` ran in.")
+directive("pythonpath", ListOf(Path()), (), reload=False, example="/srv/shop/src",
+          help="More directories put at the front of `sys.path` before apps are imported.")
+directive("pidfile", Path(), "/run/pyd/pyd.pid", reload=False, example="/run/pyd/pyd.pid",
+          help="The master's pid, locked with fcntl while it runs; a stale one is replaced.")
+directive("control-socket", Path(), None, reload=False, example="/run/pyd/pyd.sock",
+          help="The master's unix control socket for the CLI; default: the pidfile's name "
+               "with `.sock`.")
+
+# -- workers and recycling -----------------------------------------------------------------------
+
+directive("workers", Count(), Count().parse_one("auto", None), example="4",
+          help="How many workers the master keeps; `auto` is the number of CPUs.")
+directive("min-workers", Integer(min=1, max=4096), None, example="2",
+          help="With `max-workers`: the least the master scales down to when idle; "
+               "default: `workers`.")
+directive("max-workers", Integer(min=1, max=4096), None, example="8",
+          help="With `min-workers`: the most the master scales up to when workers are busy; "
+               "default: `workers`.")
+directive("max-requests", Integer(min=0), 0, example="10000",
+          help="A worker retires gracefully after this many requests (plus jitter); 0: never.")
+directive("max-requests-jitter", Integer(min=0), 0, example="1000",
+          help="A random 0..N added to `max-requests` per worker, so workers do not retire "
+               "together.")
+directive("max-memory-usage", Size(), 0, example="256M",
+          help="A worker whose RSS stays above this for several samples in a row retires "
+               "gracefully; 0: no limit.")
+directive("max-idle", Duration(), 0.0, example="1h",
+          help="A worker that served nothing for this long retires (and is replaced); 0: never.")
+directive("max-recycling", Integer(min=1), 1, example="1",
+          help="At most this many workers retire at once, whatever their limits say.")
+directive("graceful-timeout", Duration(), 30.0, example="30s",
+          help="How long a retiring or stopping worker may drain in-flight requests before it "
+               "is killed.")
+directive("request-timeout", Duration(), 0.0, example="60s",
+          help="A request running longer is logged with every greenlet's stack, then its worker "
+               "is replaced; 0: no limit.")
+
+# -- logging -------------------------------------------------------------------------------------
+
+directive("log-file", Path(), "/var/log/pyd/pyd.log", example="/var/log/pyd/pyd.log",
+          help="The main log; `pyd log` follows it.")
+directive("log-level", Choice("debug", "info", "warning", "error", "critical"), "info",
+          help="The least severity written to the main log.")
+directive("verbose-tty", Boolean(), False, reload=False, example="on",
+          help="Stay attached to the terminal and copy the log there (development mode, "
+               "as `pyd start --verbose-tty=1`).")
+
+# -- pools and apps ------------------------------------------------------------------------------
+
+section("Pool", "HTTPServer", scope=HTTP, example="Pool:HTTPServer { listen 127.0.0.1:8080; "
+        "app shop.wsgi:application; }",
+        help="An HTTP/1.1 server for WSGI apps; `Pool:HTTPServer:name` for more than one.")
+section("Pool", "FastCGI", scope=FASTCGI, example="Pool:FastCGI { listen 127.0.0.1:9000; "
+        "app shop.wsgi:application; }",
+        help="A FastCGI server for WSGI apps behind nginx (`fastcgi_pass`).")
+section("Pool", None, scope=USER_POOL, extra=True,
+        example="Pool:echo { class examples.echo:EchoPool; listen 127.0.0.1:7000; }",
+        help="A network pool of your own: `class` gets each accepted connection. Other "
+             "directives in the section are its settings.")
+section("App", None, scope=APP, extra=True,
+        example="App:shop { class shop.app:Shop; privileged; }",
+        help="An application instance (a `pyd.AppInstance` subclass). Other directives in "
+             "the section are its settings.")
+
+directive("listen", AddressType(), (), scopes=POOLS, multiple=True, required=True,
+          reload=True, example="127.0.0.1:8080",
+          help="Addresses to accept connections on. The master binds them before forking and "
+               "keeps them open across reloads.")
+directive("privileged", Boolean(), False, scopes=POOLS + (APP,), reload=False,
+          example="",
+          help="Load this in the master as root, before workers drop privileges.")
+directive("app", Ref(allow_name=True), None, scopes=WEB_POOLS + (LOCATION,),
+          example="shop.wsgi:application",
+          help="The WSGI application: `module:attribute`, `module:factory()`, or the name of an "
+               "`App:` section.")
+directive("class", Ref(), None, scopes=(USER_POOL, APP), required=True, reload=False,
+          example="examples.echo:EchoPool",
+          help="The Python class of a user pool or an `App:` section, as `module:Class`.")
+
+block("location", scopes=WEB_POOLS, inner=LOCATION,
+      arg=String(pattern=r"/.*", expected="a path prefix starting with /", example="/static/"),
+      example="location /static/ { root /srv/static; }",
+      help="Requests whose path starts with this prefix (the longest wins) go to this app or "
+           "these files.")
+directive("root", Path(), None, scopes=LOCATION, example="/srv/www",
+          help="Serve files from this directory: the request path is appended to it.")
+directive("alias", Path(), None, scopes=LOCATION, example="/srv/static",
+          help="Serve files from this directory: the path after the location prefix is appended.")
+directive("index", ListOf(String()), ("index.html",), scopes=LOCATION, example="index.html",
+          help="Files to serve for a request that names a directory.")
+
+
+@REGISTRY.check(MAIN)
+def _worker_counts(get, at):
+    lo, hi, n = get("min-workers"), get("max-workers"), get("workers")
+    if lo is not None and hi is not None and lo > hi:
+        yield at("min-workers"), f"min-workers {lo} is more than max-workers {hi}"
+    if lo is not None and hi is None and n < lo:
+        yield at("min-workers"), f"min-workers {lo} is more than workers {n}"
+    if hi is not None and lo is None and n > hi:
+        yield at("max-workers"), f"max-workers {hi} is less than workers {n}"
+
+
+@REGISTRY.check(LOCATION)
+def _location_target(get, at):
+    if get("root") is not None and get("alias") is not None:
+        yield at("alias"), "a location takes root or alias, not both"
+    if get("root") is None and get("alias") is None and get("app") is None:
+        yield at(None), "a location needs app, root or alias"
+
+
+__all__ = ["REGISTRY", "NAME", "HTTP", "FASTCGI", "USER_POOL", "APP", "LOCATION"]

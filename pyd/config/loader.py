@@ -1,0 +1,463 @@
+"""Config text (the nginx-like language or YAML) to a tree of positioned nodes.
+
+Owns reading files, the lark grammar, environment substitution and `include`; what the nodes
+mean is decided later against the directive registry (see validate.py).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lark
+
+from .errors import ConfigError, Position, Source
+
+MAX_DEPTH = 16  # blocks inside blocks
+MAX_INCLUDE_DEPTH = 16
+MAX_FILES = 1000
+MAX_FILE_SIZE = 16 << 20
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(eq=False)
+class Word:
+    """One value as written: its text after quotes, escapes and ${VARS}, and where it stands."""
+
+    text: str
+    pos: Position
+    quoted: bool = False
+    from_env: bool = False  # the text came (partly) from an environment variable
+
+
+@dataclass(eq=False)
+class Node:
+    """A directive (`children is None`) or a block/section with its children."""
+
+    name: str
+    pos: Position
+    args: list[Word]
+    children: list[Node] | None = None
+    depth: int = field(default=0, repr=False)
+
+    @property
+    def key(self) -> str:
+        """The name as the registry knows it: case-insensitive, `_` the same as `-`."""
+        return normalize_name(self.name)
+
+    @property
+    def is_block(self) -> bool:
+        return self.children is not None
+
+
+def normalize_name(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+# -- the language ------------------------------------------------------------------------------
+
+_GRAMMAR = (Path(__file__).with_name("grammar.lark")).read_text()
+_VAR = re.compile(r"\$\{([^}\n]*)\}")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r", "$": "$", "'": "'"}
+_TOKEN_NAMES = {"_SEMI": "';'", "_LBRACE": "'{'", "_RBRACE": "'}'", "_COMMA": "','",
+                "WORD": "a word", "DQSTRING": "a string", "SQSTRING": "a string",
+                "$END": "end of file"}
+
+
+def substitute(raw: str, start: int, end: int, escapes: bool, env: Mapping[str, str],
+               at: Callable[[int, int], Position]) -> tuple[str, bool]:
+    """Process escapes (double quotes only) and ${VAR} in one pass over raw[start:end].
+
+    Returns the text and whether a variable was used; `at(offset, length)` positions errors.
+    """
+    if "\\" not in raw and "${" not in raw:
+        return raw[start:end], False
+    out: list[str] = []
+    i = start
+    from_env = False
+    while i < end:
+        c = raw[i]
+        if escapes and c == "\\":
+            nxt = raw[i + 1] if i + 1 < end else ""
+            if nxt in _ESCAPES:
+                out.append(_ESCAPES[nxt])
+                i += 2
+                continue
+            if nxt == "x" and re.fullmatch(r"[0-9A-Fa-f]{2}", raw[i + 2:i + 4]):
+                out.append(chr(int(raw[i + 2:i + 4], 16)))
+                i += 4
+                continue
+            shown = "\\x" + raw[i + 2:i + 4] if nxt == "x" else "\\" + nxt
+            raise ConfigError(f"unknown escape sequence {shown} in a string "
+                              r'(known: \" \\ \n \t \r \$ \xHH)', at(i, 2))
+        if c == "$" and raw.startswith("${", i):
+            m = _VAR.match(raw, i)
+            if not m or m.end() > end:
+                raise ConfigError("unterminated ${...}: write ${NAME} or ${NAME:-default}",
+                                  at(i, 2))
+            out.append(_lookup(m.group(1), env, at(i, m.end() - i)))
+            from_env = True
+            i = m.end()
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out), from_env
+
+
+def _lookup(spec: str, env: Mapping[str, str], pos: Position) -> str:
+    name, sep, default = spec.partition(":-")
+    if not _VAR_NAME.fullmatch(name):
+        raise ConfigError(f"invalid variable name {name!r} in ${{{spec}}}: "
+                          "write ${NAME} or ${NAME:-default}", pos)
+    value = env.get(name)
+    if value is None or (sep and value == ""):
+        if sep:
+            return default
+        raise ConfigError(f"environment variable {name} is not set "
+                          f"(give a default with ${{{name}:-value}})", pos)
+    return value
+
+
+class _Builder(lark.Transformer):
+    """Turns the parser's reductions into Nodes as it goes (no tree is built)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.source: Source | None = None
+        self.env: Mapping[str, str] = os.environ
+
+    def start(self, items: list[Node]) -> list[Node]:
+        return items
+
+    def directive(self, children: list) -> Node:
+        name, *values = children
+        return Node(str(name), self._pos(name), [self._word(t) for t in values])
+
+    def block(self, children: list) -> Node:
+        name = children[0]
+        args = [self._word(t) for t in children[1:] if isinstance(t, lark.Token)]
+        items = [c for c in children[1:] if isinstance(c, Node)]
+        depth = 1 + max((c.depth for c in items), default=0)
+        node = Node(str(name), self._pos(name), args, items, depth)
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"blocks are nested too deeply (more than {MAX_DEPTH} levels)",
+                              node.pos)
+        return node
+
+    def _pos(self, tok: lark.Token) -> Position:
+        length = len(tok) if tok.line == tok.end_line else 1
+        return Position(self.source, tok.line, tok.column, length)
+
+    def _word(self, tok: lark.Token) -> Word:
+        raw = str(tok)
+        if tok.type == "SQSTRING":
+            return Word(raw[1:-1], self._pos(tok), quoted=True)
+        if tok.type == "DQSTRING":
+            text, from_env = self._expand(raw, tok, 1, len(raw) - 1, escapes=True)
+            return Word(text, self._pos(tok), quoted=True, from_env=from_env)
+        text, from_env = self._expand(raw, tok, 0, len(raw), escapes=False)
+        return Word(text, self._pos(tok), from_env=from_env)
+
+    def _expand(self, raw: str, tok: lark.Token, start: int, end: int,
+                escapes: bool) -> tuple[str, bool]:
+        return substitute(raw, start, end, escapes, self.env,
+                          lambda offset, length: self._at(tok, raw, offset, length))
+
+    def _at(self, tok: lark.Token, raw: str, offset: int, length: int) -> Position:
+        """The position of raw[offset] inside a token that may span lines."""
+        before = raw[:offset]
+        newlines = before.count("\n")
+        if newlines:
+            column = offset - before.rfind("\n")
+        else:
+            column = tok.column + offset
+        return Position(self.source, tok.line + newlines, column, length)
+
+
+_lock = threading.Lock()
+_builder = _Builder()
+_parser = lark.Lark(_GRAMMAR, parser="lalr", lexer="contextual", transformer=_builder)
+_lexer = lark.Lark(_GRAMMAR, parser="lalr", lexer="contextual")
+
+
+def parse_text(source: Source, env: Mapping[str, str] | None = None) -> list[Node]:
+    """Parse one source of the language into nodes (includes not yet expanded)."""
+    with _lock:
+        _builder.source = source
+        _builder.env = os.environ if env is None else env
+        try:
+            return _parser.parse(source.text)
+        except lark.UnexpectedInput as e:
+            raise _syntax_error(source, e) from None
+        finally:
+            _builder.source = None
+
+
+def _syntax_error(source: Source, e: lark.UnexpectedInput) -> ConfigError:
+    """Explain a parse failure the way a person would, from the tokens before it."""
+    text = source.text
+    at_end = isinstance(e, lark.UnexpectedToken) and e.token.type == "$END"
+    stop = len(text) if at_end or e.pos_in_stream is None else e.pos_in_stream
+    tokens, opened = _tokens_before(text, stop)
+    prev = tokens[-1] if tokens else None
+
+    def at(line: int, col: int, length: int = 1) -> Position:
+        return Position(source, line, col, length)
+
+    def after(tok: lark.Token) -> Position:
+        return at(tok.end_line, tok.end_column)
+
+    if isinstance(e, lark.UnexpectedCharacters):
+        ch = text[e.pos_in_stream]
+        if ch in "\"'":
+            return ConfigError(f"unterminated string: the {ch} is never closed",
+                               at(e.line, e.column))
+        return ConfigError(f"unexpected character {ch!r}", at(e.line, e.column))
+
+    tok = e.token if isinstance(e, lark.UnexpectedToken) else None
+    kind = tok.type if tok is not None else "$END"
+    if kind == "$END":
+        if opened:
+            brace = opened[-1]
+            return ConfigError("missing '}': this block is never closed", at(brace.line, brace.column))
+        if prev is not None:
+            return ConfigError("missing ';' at the end of the file", after(prev))
+        return ConfigError("unexpected end of file", at(1, 1))
+    here = at(tok.line, tok.column, len(tok))
+    prev_kind = prev.type if prev is not None else None
+    if kind == "_RBRACE":
+        if prev_kind in ("WORD", "DQSTRING", "SQSTRING"):
+            return ConfigError("missing ';' before '}'", after(prev))
+        if prev_kind == "_COMMA":
+            return ConfigError("a value must follow ','", at(prev.line, prev.column))
+        return ConfigError("unexpected '}': there is no open block to close", here)
+    if kind == "_SEMI":
+        if prev_kind == "_COMMA":
+            return ConfigError("a value must follow ','", at(prev.line, prev.column))
+        return ConfigError("unexpected ';': a directive needs a name", here)
+    if kind == "_COMMA":
+        return ConfigError("unexpected ','", here)
+    if kind == "_LBRACE":
+        if prev is not None and prev_kind == "WORD" and str(prev).endswith("$"):
+            return ConfigError("unterminated ${...}: write ${NAME} or ${NAME:-default}",
+                               at(prev.end_line, prev.end_column - 1))
+        if prev_kind == "_COMMA":
+            return ConfigError("a value must follow ','", at(prev.line, prev.column))
+        return ConfigError("unexpected '{': a block needs a name, as in location /static/ { ... }",
+                           here)
+    if kind in ("DQSTRING", "SQSTRING"):
+        return ConfigError("a directive name cannot be a quoted string", here)
+    expected = ", ".join(sorted({_TOKEN_NAMES.get(t, t) for t in getattr(e, "expected", ())}))
+    return ConfigError(f"unexpected {_TOKEN_NAMES.get(kind, kind)}"
+                       + (f" (expected {expected})" if expected else ""), here)
+
+
+def _tokens_before(text: str, stop: int) -> tuple[list[lark.Token], list[lark.Token]]:
+    """The tokens before offset `stop`, and the '{' still open there."""
+    tokens: list[lark.Token] = []
+    opened: list[lark.Token] = []
+    try:
+        for tok in _lexer.lex(text):
+            if tok.start_pos >= stop:
+                break
+            tokens.append(tok)
+            if tok.type == "_LBRACE":
+                opened.append(tok)
+            elif tok.type == "_RBRACE" and opened:
+                opened.pop()
+    except lark.UnexpectedCharacters:
+        pass
+    return tokens, opened
+
+
+# -- YAML --------------------------------------------------------------------------------------
+
+def parse_yaml(source: Source, env: Mapping[str, str] | None = None) -> list[Node]:
+    """Parse the YAML twin: keys are directives or block headers, values the same strings."""
+    import yaml
+
+    env = os.environ if env is None else env
+    try:
+        root = yaml.compose(source.text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        msg = " ".join(x for x in (e.context, e.problem) if x) or "invalid YAML"
+        pos = Position(source, mark.line + 1, mark.column + 1) if mark else None
+        raise ConfigError(f"YAML: {msg}", pos) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"YAML: {e}", Position(source, 1, 1)) from None
+    except RecursionError:
+        raise ConfigError(f"blocks are nested too deeply (more than {MAX_DEPTH} levels)",
+                          Position(source, 1, 1)) from None
+    if root is None:
+        return []
+    budget = [200_000]  # aliases can make a small file a huge tree
+    return _yaml_block(root, source, env, 0, budget)
+
+
+def _yaml_pos(node, source: Source, length: int | None = None) -> Position:
+    mark = node.start_mark
+    if length is None:
+        length = max(1, node.end_mark.index - mark.index) if node.end_mark.line == mark.line else 1
+    return Position(source, mark.line + 1, mark.column + 1, length)
+
+
+def _yaml_block(mapping, source: Source, env: Mapping[str, str], depth: int,
+                budget: list[int]) -> list[Node]:
+    import yaml
+
+    if not isinstance(mapping, yaml.MappingNode):
+        raise ConfigError("YAML: expected a mapping of directives and sections here",
+                          _yaml_pos(mapping, source))
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"blocks are nested too deeply (more than {MAX_DEPTH} levels)",
+                          _yaml_pos(mapping, source))
+    nodes = []
+    for key, value in mapping.value:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ConfigError("YAML: the document is too large (aliases?)", _yaml_pos(key, source))
+        if not isinstance(key, yaml.ScalarNode) or not key.value.strip():
+            raise ConfigError("YAML: a key must be a directive name or a section header",
+                              _yaml_pos(key, source))
+        header = key.value.split()
+        kpos = _yaml_pos(key, source, len(header[0]))
+        args = [Word(w, kpos, quoted=False) for w in header[1:]]
+        if isinstance(value, yaml.MappingNode):
+            children = _yaml_block(value, source, env, depth + 1, budget)
+            nodes.append(Node(header[0], kpos, args, children,
+                              1 + max((c.depth for c in children), default=0)))
+            continue
+        if isinstance(value, yaml.SequenceNode):
+            items = value.value
+        else:
+            items = [value]
+        for item in items:
+            if not isinstance(item, yaml.ScalarNode):
+                raise ConfigError("YAML: expected a value (a string or a list of strings)",
+                                  _yaml_pos(item, source))
+            if item.tag.endswith(":null") and item.style is None:
+                continue  # `privileged:` is a flag
+            args.append(_yaml_word(item, source, env))
+        nodes.append(Node(header[0], kpos, args))
+    return nodes
+
+
+def _yaml_word(item, source: Source, env: Mapping[str, str]) -> Word:
+    pos = _yaml_pos(item, source)
+    text, from_env = item.value, False
+    if item.style != "'":
+        text, from_env = substitute(text, 0, len(text), False, env, lambda offset, length: pos)
+    return Word(text, pos, quoted=item.style is not None, from_env=from_env)
+
+
+# -- files and include -------------------------------------------------------------------------
+
+def read_source(path: str, included_from: Position | None = None) -> Source:
+    """Read a config file as UTF-8 text, refusing binaries and invalid encodings with positions."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_SIZE + 1)
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a config file", included_from) from None
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist", included_from) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}", included_from) from None
+    if len(data) > MAX_FILE_SIZE:
+        raise ConfigError(f"{path} is larger than {MAX_FILE_SIZE >> 20} MB: not a config file",
+                          included_from)
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    nul = data.find(b"\0")
+    if nul >= 0:
+        src = Source(path, data[:nul].decode("utf-8", "replace"), included_from)
+        line, col = _line_col(data, nul)
+        raise ConfigError("this is a binary file, not a config (it contains a NUL byte)",
+                          Position(src, line, col))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        src = Source(path, data.decode("utf-8", "replace"), included_from)
+        line, col = _line_col(data, e.start)
+        raise ConfigError(f"invalid UTF-8 (byte 0x{data[e.start]:02x}): config files are UTF-8",
+                          Position(src, line, col)) from None
+    return Source(path, text, included_from)
+
+
+def _line_col(data: bytes, offset: int) -> tuple[int, int]:
+    line_start = data.rfind(b"\n", 0, offset) + 1
+    line = data.count(b"\n", 0, offset) + 1
+    col = len(data[line_start:offset].decode("utf-8", "replace")) + 1
+    return line, col
+
+
+def parse_source(source: Source, env: Mapping[str, str] | None = None) -> list[Node]:
+    if source.name.endswith(YAML_SUFFIXES):
+        return parse_yaml(source, env)
+    return parse_text(source, env)
+
+
+def load_file(path: str, env: Mapping[str, str] | None = None) -> list[Node]:
+    """Read and parse a config file with every include expanded in place."""
+    state = _IncludeState(env)
+    source = read_source(path)
+    return state.expand(parse_source(source, env), [os.path.realpath(path)], [path])
+
+
+class _IncludeState:
+    def __init__(self, env: Mapping[str, str] | None):
+        self.env = env
+        self.files = 0
+
+    def expand(self, nodes: list[Node], chain: list[str], names: list[str]) -> list[Node]:
+        out: list[Node] = []
+        for node in nodes:
+            if node.key == "include":
+                if node.is_block:
+                    raise ConfigError("include takes file patterns, not a block", node.pos)
+                if not node.args:
+                    raise ConfigError("include needs a file or pattern: include conf.d/*.conf;",
+                                      node.pos)
+                for word in node.args:
+                    for path in self.matches(word):
+                        out.extend(self.include(path, word, chain, names))
+                continue
+            if node.children:
+                node.children = self.expand(node.children, chain, names)
+            out.append(node)
+        return out
+
+    def matches(self, word: Word) -> Iterator[str]:
+        base = os.path.dirname(word.pos.source.name) if word.pos.source.is_file else os.getcwd()
+        pattern = os.path.join(base, os.path.expanduser(word.text))
+        if glob.has_magic(pattern):
+            yield from (p for p in sorted(glob.glob(pattern)) if os.path.isfile(p))
+            return
+        if not os.path.exists(pattern):
+            raise ConfigError(f"include file {pattern} does not exist", word.pos)
+        if os.path.isdir(pattern):
+            raise ConfigError(f"include {pattern} is a directory (did you mean "
+                              f"{os.path.join(word.text, '*.conf')}?)", word.pos)
+        yield pattern
+
+    def include(self, path: str, word: Word, chain: list[str], names: list[str]) -> list[Node]:
+        real = os.path.realpath(path)
+        if real in chain:
+            loop = " -> ".join(names[chain.index(real):] + [path])
+            raise ConfigError(f"include loop: {loop}", word.pos)
+        if len(chain) > MAX_INCLUDE_DEPTH:
+            raise ConfigError(f"includes are nested too deeply (more than {MAX_INCLUDE_DEPTH})",
+                              word.pos)
+        self.files += 1
+        if self.files > MAX_FILES:
+            raise ConfigError(f"more than {MAX_FILES} included files", word.pos)
+        source = read_source(path, included_from=word.pos)
+        nodes = parse_source(source, self.env)
+        return self.expand(nodes, chain + [real], names + [path])

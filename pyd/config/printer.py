@@ -1,0 +1,158 @@
+"""Print a Config back as the language or as YAML, normalized.
+
+Only values that were written are printed, in declaration order, with includes expanded,
+variables substituted and paths absolute; parsing the output gives the same Config.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .model import Config, Section, Settings
+from .registry import REGISTRY
+from .values import LIST, Duration
+
+_BARE = re.compile(r"[^\s;{}#\"',$\\][^\s;{}\"',$\\]*")
+_SPLITS = re.compile(r"[,\s]")
+
+
+class _Quoted(str):
+    """A YAML scalar that must stay quoted to be read back as one value."""
+
+
+def render(text: str) -> str:
+    """A word as the language reads it back: bare when safe, else quoted."""
+    if _BARE.fullmatch(text):
+        return text
+    if "'" not in text and "\r" not in text:
+        return f"'{text}'"
+    out = []
+    for c in text:
+        if c in '"\\$':
+            out.append("\\" + c)
+        elif c == "\n":
+            out.append("\\n")
+        elif c == "\t":
+            out.append("\\t")
+        elif c == "\r":
+            out.append("\\r")
+        elif ord(c) < 0x20 or c == "\x7f":
+            out.append(f"\\x{ord(c):02x}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
+
+
+def _directive_words(scope: str, name: str, value: Any) -> list[list[str]]:
+    """The word lists of one directive's lines (a repeated directive may take several)."""
+    spec = REGISTRY.directives_in(scope)[name]
+    if spec.multiple and spec.type.arity != LIST:
+        return [spec.type.format(v) for v in value]
+    words = spec.type.format(value)
+    if isinstance(spec.type, Duration):
+        words = [w for word in words for w in word.split(" ")]
+    return [words]
+
+
+def _is_flag_on(scope: str, name: str, value: Any) -> bool:
+    return REGISTRY.directives_in(scope)[name].type.arity == "flag" and value is True
+
+
+def print_conf(config: Config) -> str:
+    lines: list[str] = []
+    _settings_conf(config.settings, "main", lines, "")
+    for section in config.sections:
+        if lines:
+            lines.append("")
+        _section_conf(section, lines, "")
+    return "\n".join(lines) + "\n"
+
+
+def _settings_conf(settings: Settings, scope: str, lines: list[str], indent: str) -> None:
+    for name, value in settings.explicit():
+        if _is_flag_on(scope, name, value):
+            lines.append(f"{indent}{name};")
+            continue
+        for words in _directive_words(scope, name, value):
+            sep = ", " if len(words) > 1 and not isinstance(
+                REGISTRY.directives_in(scope)[name].type, Duration) else " "
+            lines.append(f"{indent}{name} {sep.join(render(w) for w in words)};")
+
+
+def _section_conf(section: Section, lines: list[str], indent: str) -> None:
+    header = section.header if section.arg is None else (
+        f"{section.spec.name} {render(section.spec.arg.format_one(section.arg))}")
+    lines.append(f"{indent}{header} {{")
+    inner = indent + "    "
+    _settings_conf(section.settings, _scope_of(section), lines, inner)
+    for extra in section.extra:
+        words = " ".join(render(w) for w in extra.words)
+        lines.append(f"{inner}{extra.name}{' ' + words if words else ''};")
+    for child in section.children:
+        _section_conf(child, lines, inner)
+    lines.append(f"{indent}}}")
+
+
+def _scope_of(section: Section) -> str:
+    spec = section.spec
+    return getattr(spec, "scope", None) or spec.inner
+
+
+# -- YAML ----------------------------------------------------------------------------------------
+
+def to_data(config: Config) -> dict:
+    """The config as plain nested dicts of strings, the shape of the YAML twin."""
+    data = _settings_data(config.settings, "main")
+    for section in config.sections:
+        data[section.header] = _section_data(section)
+    return data
+
+
+def _settings_data(settings: Settings, scope: str) -> dict:
+    out: dict = {}
+    for name, value in settings.explicit():
+        if _is_flag_on(scope, name, value):
+            out[name] = None
+            continue
+        lines = _directive_words(scope, name, value)
+        spec = REGISTRY.directives_in(scope)[name]
+        if isinstance(spec.type, Duration):
+            out[name] = " ".join(lines[0])
+            continue
+        words = [w for line in lines for w in line]
+        if spec.type.arity == LIST:  # a plain scalar would be split again on blanks and commas
+            words = [_Quoted(w) if _SPLITS.search(w) else w for w in words]
+        out[name] = words[0] if len(words) == 1 and not spec.multiple else words
+    return out
+
+
+def _section_data(section: Section) -> dict:
+    data = _settings_data(section.settings, _scope_of(section))
+    for extra in section.extra:
+        data[extra.name] = (None if not extra.words else extra.words[0] if len(extra.words) == 1
+                            else list(extra.words))
+    for child in section.children:
+        key = child.spec.name if child.arg is None else (
+            f"{child.spec.name} {child.spec.arg.format_one(child.arg)}")
+        data[key] = _section_data(child)
+    return data
+
+
+def print_yaml(config: Config) -> str:
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def _str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+        style = '"' if any(ord(c) < 0x20 and c not in "\n\t" for c in text) else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+    def _quoted(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", str(text), style="'")
+
+    _Dumper.add_representer(str, _str)
+    _Dumper.add_representer(_Quoted, _quoted)
+    return yaml.dump(to_data(config), Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+                     default_flow_style=False, width=100)
