@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import __version__
@@ -152,12 +152,12 @@ def parse(argv: list[str]) -> tuple[Command, argparse.Namespace]:
     args, rest = subs[command.name].parse_known_args(argv[split + 1:])
     if getattr(args, "config", None) is None:
         args.config = head.config
-    args.overrides = _overrides(rest)
+    args.overrides = _overrides(rest, subs[command.name]._option_string_actions)
     args.command = command.name
     return command, args
 
 
-def _overrides(rest: list[str]) -> list:
+def _overrides(rest: list[str], options: Iterable[str] = ()) -> list:
     """--name=value (or --name value; a bare --flag for on/off directives) -> Overrides."""
     from .config import Override
     from .config.directives import REGISTRY
@@ -177,7 +177,10 @@ def _overrides(rest: list[str]) -> list:
         if spec is None:
             import difflib
 
-            close = difflib.get_close_matches(normalize_name(name), list(directives), n=1)
+            # the command's own options first: --quite is more likely --quiet than a directive
+            own = [o[2:] for o in options if o.startswith("--")]
+            close = (difflib.get_close_matches(name, own, n=1)
+                     or difflib.get_close_matches(normalize_name(name), list(directives), n=1))
             hint = f" (did you mean '--{close[0]}'?)" if close else ""
             raise UsageError(f"unknown option '--{name}'{hint}")
         if not eq:

@@ -23,6 +23,7 @@ MAX_INCLUDE_DEPTH = 16
 MAX_FILES = 1000
 MAX_FILE_SIZE = 16 << 20
 YAML_SUFFIXES = (".yaml", ".yml")
+RAW_TAG = "!raw"  # YAML: a string taken as written, no ${VARS} (as '...' in the language)
 
 
 @dataclass(eq=False)
@@ -131,6 +132,19 @@ class _Builder(lark.Transformer):
         super().__init__()
         self.source: Source | None = None
         self.env: Mapping[str, str] = os.environ
+        self.open_blocks = 0
+
+    def lbrace(self, tok: lark.Token) -> lark.Token:
+        """A lexer callback: counting braces as they are read finds the first block too deep."""
+        self.open_blocks += 1
+        if self.open_blocks > MAX_DEPTH:
+            raise ConfigError(f"blocks are nested too deeply (more than {MAX_DEPTH} levels)",
+                              Position(self.source, tok.line, tok.column))
+        return tok
+
+    def rbrace(self, tok: lark.Token) -> lark.Token:
+        self.open_blocks = max(0, self.open_blocks - 1)
+        return tok
 
     def start(self, items: list[Node]) -> list[Node]:
         return items
@@ -144,11 +158,7 @@ class _Builder(lark.Transformer):
         args = [self._word(t) for t in children[1:] if isinstance(t, lark.Token)]
         items = [c for c in children[1:] if isinstance(c, Node)]
         depth = 1 + max((c.depth for c in items), default=0)
-        node = Node(str(name), self._pos(name), args, items, depth)
-        if depth > MAX_DEPTH:
-            raise ConfigError(f"blocks are nested too deeply (more than {MAX_DEPTH} levels)",
-                              node.pos)
-        return node
+        return Node(str(name), self._pos(name), args, items, depth)
 
     def _pos(self, tok: lark.Token) -> Position:
         length = len(tok) if tok.line == tok.end_line else 1
@@ -182,7 +192,8 @@ class _Builder(lark.Transformer):
 
 _lock = threading.Lock()
 _builder = _Builder()
-_parser = lark.Lark(_GRAMMAR, parser="lalr", lexer="contextual", transformer=_builder)
+_parser = lark.Lark(_GRAMMAR, parser="lalr", lexer="contextual", transformer=_builder,
+                    lexer_callbacks={"_LBRACE": _builder.lbrace, "_RBRACE": _builder.rbrace})
 _lexer = lark.Lark(_GRAMMAR, parser="lalr", lexer="contextual")
 
 
@@ -191,6 +202,7 @@ def parse_text(source: Source, env: Mapping[str, str] | None = None) -> list[Nod
     with _lock:
         _builder.source = source
         _builder.env = os.environ if env is None else env
+        _builder.open_blocks = 0
         try:
             return _parser.parse(source.text)
         except lark.UnexpectedInput as e:
@@ -218,6 +230,9 @@ def _syntax_error(source: Source, e: lark.UnexpectedInput) -> ConfigError:
         if ch in "\"'":
             return ConfigError(f"unterminated string: the {ch} is never closed",
                                at(e.line, e.column))
+        if text.startswith("${", e.pos_in_stream):
+            return ConfigError("unterminated ${...}: write ${NAME} or ${NAME:-default}",
+                               at(e.line, e.column, 2))
         return ConfigError(f"unexpected character {ch!r}", at(e.line, e.column))
 
     tok = e.token if isinstance(e, lark.UnexpectedToken) else None
@@ -244,9 +259,6 @@ def _syntax_error(source: Source, e: lark.UnexpectedInput) -> ConfigError:
     if kind == "_COMMA":
         return ConfigError("unexpected ','", here)
     if kind == "_LBRACE":
-        if prev is not None and prev_kind == "WORD" and str(prev).endswith("$"):
-            return ConfigError("unterminated ${...}: write ${NAME} or ${NAME:-default}",
-                               at(prev.end_line, prev.end_column - 1))
         if prev_kind == "_COMMA":
             return ConfigError("a value must follow ','", at(prev.line, prev.column))
         return ConfigError("unexpected '{': a block needs a name, as in location /static/ { ... }",
@@ -287,7 +299,7 @@ def parse_yaml(source: Source, env: Mapping[str, str] | None = None) -> list[Nod
         root = yaml.compose(source.text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        msg = " ".join(x for x in (e.context, e.problem) if x) or "invalid YAML"
+        msg = ": ".join(x for x in (e.context, e.problem) if x) or "invalid YAML"
         pos = Position(source, mark.line + 1, mark.column + 1) if mark else None
         raise ConfigError(f"YAML: {msg}", pos) from None
     except yaml.YAMLError as e:
@@ -326,12 +338,10 @@ def _yaml_block(mapping, source: Source, env: Mapping[str, str], depth: int,
         if not isinstance(key, yaml.ScalarNode) or not key.value.strip():
             raise ConfigError("YAML: a key must be a directive name or a section header",
                               _yaml_pos(key, source))
-        header = key.value.split()
-        kpos = _yaml_pos(key, source, len(header[0]))
-        args = [Word(w, kpos, quoted=False) for w in header[1:]]
+        name, kpos, args = _yaml_header(key, source, env)
         if isinstance(value, yaml.MappingNode):
             children = _yaml_block(value, source, env, depth + 1, budget)
-            nodes.append(Node(header[0], kpos, args, children,
+            nodes.append(Node(name, kpos, args, children,
                               1 + max((c.depth for c in children), default=0)))
             continue
         if isinstance(value, yaml.SequenceNode):
@@ -345,14 +355,48 @@ def _yaml_block(mapping, source: Source, env: Mapping[str, str], depth: int,
             if item.tag.endswith(":null") and item.style is None:
                 continue  # `privileged:` is a flag
             args.append(_yaml_word(item, source, env))
-        nodes.append(Node(header[0], kpos, args))
+        nodes.append(Node(name, kpos, args))
     return nodes
+
+
+def _yaml_header(key, source: Source, env: Mapping[str, str]) -> tuple[str, Position, list[Word]]:
+    """A key's name and arguments, read as the language reads them (`location '/a b/'`)."""
+    start = _yaml_pos(key, source)
+    # A plain key starts where its text does; a quoted one a character later.
+    offset = start.column + (0 if key.style is None else 1)
+    try:
+        tokens = list(_lexer.lex(key.value))
+    except lark.UnexpectedInput:
+        tokens = []
+    tokens = tokens[:1] + [t for t in tokens[1:] if t.type != "_COMMA"]  # as in `listen a, b;`
+    if not tokens or any(t.type not in ("WORD", "DQSTRING", "SQSTRING") for t in tokens) \
+            or tokens[0].type != "WORD":
+        raise ConfigError("YAML: a key must be a directive name or a section header",
+                          _yaml_pos(key, source))
+
+    def at(tok: lark.Token, length: int) -> Position:
+        if tok.line == 1 and key.start_mark.line == key.end_mark.line:
+            return Position(source, start.line, offset + tok.column - 1, length)
+        return Position(source, start.line, start.column, 1)
+
+    words = []
+    for tok in tokens[1:]:
+        raw = str(tok)
+        pos = at(tok, len(raw))
+        if tok.type == "SQSTRING":
+            words.append(Word(raw[1:-1], pos, quoted=True))
+            continue
+        inner = (1, len(raw) - 1) if tok.type == "DQSTRING" else (0, len(raw))
+        text, from_env = substitute(raw, *inner, tok.type == "DQSTRING", env,
+                                    lambda offset, length, pos=pos: pos)
+        words.append(Word(text, pos, quoted=tok.type == "DQSTRING", from_env=from_env))
+    return str(tokens[0]), at(tokens[0], len(tokens[0])), words
 
 
 def _yaml_word(item, source: Source, env: Mapping[str, str]) -> Word:
     pos = _yaml_pos(item, source)
     text, from_env = item.value, False
-    if item.style != "'":
+    if item.style != "'" and item.tag != RAW_TAG:
         text, from_env = substitute(text, 0, len(text), False, env, lambda offset, length: pos)
     return Word(text, pos, quoted=item.style is not None, from_env=from_env)
 
@@ -416,7 +460,9 @@ class _IncludeState:
         self.env = env
         self.files = 0
 
-    def expand(self, nodes: list[Node], chain: list[str], names: list[str]) -> list[Node]:
+    def expand(self, nodes: list[Node], chain: list[str], names: list[str],
+               depth: int = 0) -> list[Node]:
+        """Replace include directives by what they include; `depth`: blocks around `nodes`."""
         out: list[Node] = []
         for node in nodes:
             if node.key == "include":
@@ -427,10 +473,13 @@ class _IncludeState:
                                       node.pos)
                 for word in node.args:
                     for path in self.matches(word):
-                        out.extend(self.include(path, word, chain, names))
+                        out.extend(self.include(path, word, chain, names, depth))
                 continue
+            if node.is_block and depth + 1 > MAX_DEPTH:  # each file was fine; together they nest
+                raise ConfigError(f"blocks are nested too deeply (more than {MAX_DEPTH} levels)",
+                                  node.pos)
             if node.children:
-                node.children = self.expand(node.children, chain, names)
+                node.children = self.expand(node.children, chain, names, depth + 1)
             out.append(node)
         return out
 
@@ -447,7 +496,8 @@ class _IncludeState:
                               f"{os.path.join(word.text, '*.conf')}?)", word.pos)
         yield pattern
 
-    def include(self, path: str, word: Word, chain: list[str], names: list[str]) -> list[Node]:
+    def include(self, path: str, word: Word, chain: list[str], names: list[str],
+                depth: int) -> list[Node]:
         real = os.path.realpath(path)
         if real in chain:
             loop = " -> ".join(names[chain.index(real):] + [path])
@@ -460,4 +510,4 @@ class _IncludeState:
             raise ConfigError(f"more than {MAX_FILES} included files", word.pos)
         source = read_source(path, included_from=word.pos)
         nodes = parse_source(source, self.env)
-        return self.expand(nodes, chain + [real], names + [path])
+        return self.expand(nodes, chain + [real], names + [path], depth)

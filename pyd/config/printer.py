@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .loader import RAW_TAG
 from .model import Config, Section, Settings
 from .registry import REGISTRY
 from .values import LIST, Duration
@@ -22,10 +23,14 @@ class _Quoted(str):
 
 
 def render(text: str) -> str:
-    """A word as the language reads it back: bare when safe, else quoted."""
+    """A word as the language reads it back: bare when safe, else quoted.
+
+    Raw quotes when they can hold the text on one line; else double quotes with escapes, so a
+    canonical config keeps one statement per line.
+    """
     if _BARE.fullmatch(text):
         return text
-    if "'" not in text and "\r" not in text:
+    if "'" not in text and text.isprintable():
         return f"'{text}'"
     out = []
     for c in text:
@@ -134,7 +139,7 @@ def _section_data(section: Section) -> dict:
                             else list(extra.words))
     for child in section.children:
         key = child.spec.name if child.arg is None else (
-            f"{child.spec.name} {child.spec.arg.format_one(child.arg)}")
+            f"{child.spec.name} {render(child.spec.arg.format_one(child.arg))}")
         data[key] = _section_data(child)
     return data
 
@@ -146,6 +151,10 @@ def print_yaml(config: Config) -> str:
         pass
 
     def _str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+        if "${" in text:  # a literal ${ must not be substituted when read back
+            if all(" " <= c <= "~" for c in text):
+                return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="'")
+            return dumper.represent_scalar(RAW_TAG, text, style='"')
         style = '"' if any(ord(c) < 0x20 and c not in "\n\t" for c in text) else None
         return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
 

@@ -58,8 +58,11 @@ class _Validator:
         blocks = REGISTRY.blocks_in(scope)
         values: dict = {}
         origins: dict = {}
+        attempted: set[str] = set()  # written, valid or not: not "missing" when required
+        blocks_seen: dict[tuple[str, str], Position] = {}
         children: list[Section] = []
         extra: list[Extra] = []
+        extra_seen: dict[str, Position] = {}
         for node in nodes:
             key = node.key
             if node.is_block:
@@ -76,6 +79,12 @@ class _Validator:
                 if spec is not None:
                     block = self.block(node, spec)
                     if block is not None:
+                        ident = (spec.name, block.header)
+                        if ident in blocks_seen and (spec.arg is not None or not spec.multiple):
+                            self.problem(node.pos, f"duplicate {block.header} "
+                                                   f"(first at {blocks_seen[ident].short})")
+                            continue
+                        blocks_seen.setdefault(ident, node.pos)
                         children.append(block)
                     continue
                 if self.missing_semicolon(node, scope, failed=True):
@@ -97,7 +106,11 @@ class _Validator:
                 elif extra_ok:
                     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", node.name):
                         self.problem(node.pos, f"invalid setting name {quote(node.name)}")
+                    elif key in extra_seen:
+                        self.problem(node.pos, f"duplicate setting {quote(key)} "
+                                               f"(first set at {extra_seen[key].short})")
                     else:
+                        extra_seen[key] = node.pos
                         extra.append(Extra(key, tuple(w.text for w in node.args), node.pos))
                 else:
                     self.unknown(node, scope, owner, "directive")
@@ -106,6 +119,7 @@ class _Validator:
                 self.problem(node.pos, f"duplicate directive {quote(key)} "
                                        f"(first set at {origins[key].pos.short})")
                 continue
+            attempted.add(key)
             try:
                 value = self.value(spec_d, node.args, node.pos)
             except _Invalid as bad:
@@ -121,23 +135,24 @@ class _Validator:
                 values[key] = value
             origins[key] = Origin("file", node.pos)
 
-        settings = self.settings(scope, values, origins, owner, header)
+        settings = self.settings(scope, values, origins, owner, header, attempted)
         return settings, children, extra
 
     def settings(self, scope: str, values: dict, origins: dict, owner: str,
-                 header: Position | None) -> Settings:
+                 header: Position | None, attempted: set[str]) -> Settings:
         directives = REGISTRY.directives_in(scope)
         full = {}
         for name, spec in directives.items():
             if name in values:
                 full[name] = values[name]
             else:
-                if spec.required and scope != MAIN:
+                if spec.required and scope != MAIN and name not in attempted:
                     self.problem(header, f"{owner} needs {quote(name)}, as in: "
                                          f"{spec.example_line()}")
                 full[name] = spec.default
         settings = Settings(scope, full, origins)
-        self.run_checks(scope, settings, header)
+        if scope != MAIN:  # the top level is checked once, after the overrides (build())
+            self.run_checks(scope, settings, header)
         return settings
 
     def run_checks(self, scope: str, settings: Settings, header: Position | None) -> None:
@@ -166,7 +181,12 @@ class _Validator:
         try:
             return spec.type.parse(texts, ParseContext(_base_dir(pos)))
         except BadValue as e:
-            at = where[e.index].pos if e.index is not None and e.index < len(where) else pos
+            if e.index is not None and e.index < len(where):
+                at = where[e.index].pos
+            elif where:
+                at = _span(where[0].pos, where[-1].pos)
+            else:
+                at = pos
             raise _Invalid(f"{quote(spec.name)}: {e.message} (example: {spec.example_line()})",
                            at) from None
 
@@ -274,6 +294,11 @@ class _Validator:
             here = "at the top level" if scope == MAIN else f"in {owner}"
             self.problem(node.pos, f"{quote(key)} is not allowed {here}; it belongs in {where}")
             return
+        kind = _kinds().get(key)
+        if kind is not None and what == "block":
+            self.problem(node.pos, f"a section header is Kind:Name, as in {kind}:"
+                                   f"{_example_name(kind)}")
+            return
         candidates = list(REGISTRY.directives_in(scope)) + list(REGISTRY.blocks_in(scope))
         hint = _suggest(key, candidates) or _suggest(key, sorted(REGISTRY.all_names()))
         self.problem(node.pos, f"unknown {what} {quote(node.name)}"
@@ -299,6 +324,14 @@ class _Validator:
                     return True
             prev_line, prev_end = word.pos.line, word.pos.column + word.pos.length
         return False
+
+
+def _span(first: Position, last: Position) -> Position:
+    """From the start of `first` to the end of `last` when on one line, else just `first`."""
+    if first.source is not last.source or first.line != last.line:
+        return first
+    return Position(first.source, first.line, first.column,
+                    last.column + last.length - first.column)
 
 
 class _Invalid(Exception):
@@ -369,10 +402,14 @@ def _apply_overrides(v: _Validator, settings: Settings, overrides: Iterable[Over
         source = Source(o.origin, text, is_file=False)
         spec = directives.get(key)
         if spec is None:
+            where = Position(source, 1, 1, len(o.label))
+            if key in REGISTRY.all_names():
+                v.problem(where, f"{quote(key)} is not a top-level directive: {o.label} sets "
+                                 "top-level directives only")
+                continue
             hint = _suggest(key, directives)
-            v.problem(Position(source, 1, 1, len(o.label)),
-                      f"unknown directive {quote(o.name)} in {o.label}"
-                      + (f" (did you mean {quote(hint)}?)" if hint else ""))
+            v.problem(where, f"unknown directive {quote(o.name)} in {o.label}"
+                             + (f" (did you mean {quote(hint)}?)" if hint else ""))
             continue
         words = [] if o.value is None else [o.value]
         texts = [p for p in _SPLIT.split(o.value) if p] if (
@@ -385,7 +422,7 @@ def _apply_overrides(v: _Validator, settings: Settings, overrides: Iterable[Over
                       f"{spec.example if spec.example is not None else spec.type.example})")
             continue
         label = o.origin if o.origin == "command line" else f"environment ({o.label})"
-        origins[key] = Origin(o.origin, None, label)
+        origins[key] = Origin(o.origin, Position(source, 1, 1, len(text)), label)
     result = Settings(MAIN, values, origins)
     v.run_checks(MAIN, result, None)
     return result

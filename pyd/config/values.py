@@ -10,7 +10,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 
@@ -128,7 +128,7 @@ class Path(ValueType):
         return os.path.normpath(os.path.join(ctx.base_dir, os.path.expanduser(text)))
 
 
-_INT = re.compile(r"([+-]?\d+)([kKmM]?)")
+_INT = re.compile(r"([+-]?[0-9]+)([kKmM]?)")
 
 
 class Integer(ValueType):
@@ -167,6 +167,9 @@ class AutoCount(int):
     def __repr__(self) -> str:
         return f"auto({int(self)})"
 
+    def __str__(self) -> str:  # in messages: the number it stands for
+        return str(int(self))
+
 
 class Count(Integer):
     """A positive integer or `auto` (the number of CPUs): `workers 4;`, `workers auto;`."""
@@ -184,7 +187,7 @@ class Count(Integer):
         return "auto" if isinstance(value, AutoCount) else str(value)
 
 
-_SIZE = re.compile(r"(\d+)([kKmMgG]?)")
+_SIZE = re.compile(r"([0-9]+)([kKmMgG]?)")
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
@@ -214,9 +217,15 @@ class Size(ValueType):
         return str(value)
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)?")
+_DURATION_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+# One blank-separated part: a bare number (seconds), or units from largest to smallest, written
+# together as nginx allows (1h30m) or apart (1h 30m).
+_DURATION_WORD = re.compile(rf"{_DURATION_NUMBER}|(?:{_DURATION_NUMBER}(?:ms|s|m|h|d|w))+")
+_DURATION_PIECE = re.compile(rf"({_DURATION_NUMBER})(ms|s|m|h|d|w)?")
 _DURATION_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
                 "w": 604_800_000, None: 1000}
+# Beyond this a float of seconds no longer holds every millisecond, and no timeout means it.
+MAX_DURATION = 36500 * 86_400
 
 
 class Duration(ValueType):
@@ -235,20 +244,17 @@ class Duration(ValueType):
             raise BadValue(f"expected {self.expected}, got an empty value")
         total_ms = Decimal(0)
         for part in parts:
-            m = _DURATION_PART.fullmatch(part)
-            if not m:
+            if not _DURATION_WORD.fullmatch(part):
                 raise BadValue(f"invalid duration {_q(text)}: expected {self.expected}")
-            try:
-                total_ms += Decimal(m.group(1)) * _DURATION_MS[m.group(2)]
-            except InvalidOperation:  # pragma: no cover - the regex admits only decimals
-                raise BadValue(f"invalid duration {_q(text)}") from None
+            for number, unit in _DURATION_PIECE.findall(part):
+                total_ms += Decimal(number) * _DURATION_MS[unit or None]
         if total_ms != total_ms.to_integral_value():
             raise BadValue(f"{_q(text)} is finer than a millisecond")
-        seconds = int(total_ms) / 1000
-        if seconds < self.min or (self.max is not None and seconds > self.max):
-            hi = self.format_one(self.max) if self.max is not None else "no limit"
-            raise BadValue(f"{text} is out of range: expected {self.format_one(self.min)} to {hi}")
-        return seconds
+        hi = MAX_DURATION if self.max is None else min(self.max, MAX_DURATION)
+        if total_ms < Decimal(str(self.min)) * 1000 or total_ms > Decimal(str(hi)) * 1000:
+            raise BadValue(f"{text} is out of range: expected {self.format_one(self.min)} to "
+                           f"{self.format_one(hi)}")
+        return int(total_ms) / 1000
 
     def format_one(self, value: float) -> str:
         ms = round(value * 1000)
@@ -322,6 +328,8 @@ class Address:
         return f"{self.host}:{self.port}"
 
 
+_PORT = re.compile(r"[0-9]{1,5}")
+_NUMERIC_TLD = re.compile(r"(^|\.)[0-9]+$")
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
 
@@ -344,7 +352,7 @@ class AddressType(ValueType):
             if len(full.encode()) > 107:
                 raise BadValue(f"unix socket path too long ({len(full.encode())} bytes, at most 107)")
             return Address(path=full)
-        if text.isdigit():
+        if _PORT.fullmatch(text):
             return Address("0.0.0.0", self.port(text, text))
         if text.startswith("["):
             host, sep, port = text[1:].partition("]:")
@@ -364,11 +372,16 @@ class AddressType(ValueType):
             raise BadValue(f"invalid address {_q(text)}: write an IPv6 address in brackets, [::1]:8080")
         elif not _HOSTNAME.fullmatch(host):
             raise BadValue(f"invalid host {_q(host)} in {_q(text)}")
+        elif _NUMERIC_TLD.search(host):  # not a name, so it must be a dotted quad
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise BadValue(f"invalid IPv4 address {_q(host)} in {_q(text)}") from None
         return Address(host, self.port(port, text))
 
     @staticmethod
     def port(text: str, whole: str) -> int:
-        if not text.isdigit() or not 1 <= int(text) <= 65535:
+        if not _PORT.fullmatch(text) or not 1 <= int(text) <= 65535:
             raise BadValue(f"invalid port {_q(text)} in {_q(whole)}: expected 1 to 65535")
         return int(text)
 
