@@ -344,17 +344,14 @@ def _yaml_block(mapping, source: Source, env: Mapping[str, str], depth: int,
             nodes.append(Node(name, kpos, args, children,
                               1 + max((c.depth for c in children), default=0)))
             continue
-        if isinstance(value, yaml.SequenceNode):
-            items = value.value
-        else:
-            items = [value]
-        for item in items:
+        in_list = isinstance(value, yaml.SequenceNode)
+        for item in value.value if in_list else [value]:
             if not isinstance(item, yaml.ScalarNode):
                 raise ConfigError("YAML: expected a value (a string or a list of strings)",
                                   _yaml_pos(item, source))
             if item.tag.endswith(":null") and item.style is None:
                 continue  # `privileged:` is a flag
-            args.append(_yaml_word(item, source, env))
+            args.append(_yaml_word(item, source, env, whole=in_list))
         nodes.append(Node(name, kpos, args))
     return nodes
 
@@ -393,12 +390,13 @@ def _yaml_header(key, source: Source, env: Mapping[str, str]) -> tuple[str, Posi
     return str(tokens[0]), at(tokens[0], len(tokens[0])), words
 
 
-def _yaml_word(item, source: Source, env: Mapping[str, str]) -> Word:
+def _yaml_word(item, source: Source, env: Mapping[str, str], whole: bool) -> Word:
+    """One value; `whole`: an item of a YAML list, never split on blanks and commas."""
     pos = _yaml_pos(item, source)
     text, from_env = item.value, False
     if item.style != "'" and item.tag != RAW_TAG:
         text, from_env = substitute(text, 0, len(text), False, env, lambda offset, length: pos)
-    return Word(text, pos, quoted=item.style is not None, from_env=from_env)
+    return Word(text, pos, quoted=whole or item.style is not None, from_env=from_env)
 
 
 # -- files and include -------------------------------------------------------------------------
