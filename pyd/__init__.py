@@ -4,3 +4,16 @@ The package root exports what applications use: the version and the AppInstance 
 """
 
 __version__ = "0.1.0.dev0"
+
+
+def __getattr__(name: str):
+    # Lazy, so that `import pyd` stays cheap and imports nothing before gevent is patched.
+    if name == "AppInstance":
+        from .apps import AppInstance
+
+        return AppInstance
+    if name == "Pool":
+        from .pools.base import Pool
+
+        return Pool
+    raise AttributeError(f"module 'pyd' has no attribute {name!r}")

@@ -6,6 +6,7 @@ Used by workers to load WSGI apps and App: sections, and by configtest to check 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import traceback
 from typing import Any
@@ -56,3 +57,90 @@ def _describe(exc: BaseException) -> str:
         where = f" (at {exc.filename}:{exc.lineno})"
         return f"SyntaxError: {exc.msg}{where}"
     return f"{type(exc).__name__}: {exc}{where}"
+
+
+# -- typed settings of a user's class ------------------------------------------------------------
+
+def class_settings(cls: type, section) -> Any:
+    """The section's extra directives typed by the class's `directives` declaration.
+
+    `directives = {"greeting": (String(), "hello")}` declares one; without a declaration every
+    extra is kept as its text. Unknown names and bad values are ConfigErrors at their position.
+    """
+    import difflib
+
+    from .config.errors import ConfigError, Problem
+    from .config.model import Origin, Settings
+    from .config.values import BadValue, ParseContext
+
+    declared = getattr(cls, "directives", None)
+    scope = section.header
+    if declared is None:
+        values = {e.name: " ".join(e.words) for e in section.extra}
+        return Settings(scope, values, {e.name: Origin("file", e.pos) for e in section.extra})
+    values = {name.replace("_", "-"): default for name, (_, default) in declared.items()}
+    types = {name.replace("_", "-"): vtype for name, (vtype, _) in declared.items()}
+    origins, problems = {}, []
+    for e in section.extra:
+        if e.name not in types:
+            close = difflib.get_close_matches(e.name, list(types), n=1)
+            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            problems.append(Problem(f'unknown directive "{e.name}" for {cls.__name__}{hint}',
+                                    e.pos))
+            continue
+        try:
+            values[e.name] = types[e.name].parse(list(e.words), ParseContext(
+                os.path.dirname(os.path.abspath(e.pos.source.name))))
+            origins[e.name] = Origin("file", e.pos)
+        except BadValue as bad:
+            problems.append(Problem(f'"{e.name}": {bad.message}', e.pos))
+    if problems:
+        raise ConfigError(problems)
+    return Settings(scope, values, origins)
+
+
+class AppInstance:
+    """An application, phpDaemon style: declared as `App:name { class module:Class; ... }`.
+
+    Lives in every worker, or in the master when `privileged` (then `init()` runs as root and
+    workers inherit the instance). Hooks, all optional:
+      init()                 once, where the instance is made
+      on_ready()             in each worker, after privileges are dropped, before serving
+      on_config_updated()    after `pyd update` changed its section (privileged instances)
+      on_shutdown(graceful)  when its worker stops; return False to be asked again (about every
+                             second) until True or until graceful-timeout passes
+    An instance that is also a WSGI callable (`__call__(environ, start_response)`) can be
+    named by `app NAME;` in an HTTP or FastCGI pool or location.
+    """
+
+    directives: dict[str, tuple[Any, Any]] | None = None
+
+    def __init__(self, name: str, settings: Any, section: Any = None):
+        import logging
+
+        self.name = name
+        self.settings = settings
+        self.section = section
+        self.log = logging.getLogger(f"app.{name}")
+
+    def init(self) -> None:
+        pass
+
+    def on_ready(self) -> None:
+        pass
+
+    def on_config_updated(self) -> None:
+        pass
+
+    def on_shutdown(self, graceful: bool) -> bool:
+        return True
+
+
+def make_app(section) -> AppInstance:
+    """Instantiate an App: section's class and run its init(). Raises RefError or ConfigError."""
+    cls = import_ref(section.settings["class"])
+    if not (isinstance(cls, type) and issubclass(cls, AppInstance)):
+        raise RefError(f"{section.settings['class']} is not a subclass of pyd.AppInstance")
+    app = cls(section.name, class_settings(cls, section), section)
+    app.init()
+    return app

@@ -66,32 +66,45 @@ def _not_built(name: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def _lifecycle(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from . import commands
+
+        return getattr(commands, name.replace("-", "_"))(args)
+
+    return run
+
+
+# Commands that run a master or a worker: gevent patches before they import anything else.
+PATCHED = ("start", "restart", "runworker")
+
 COMMANDS = [
     Command("start", "start the master and its workers (as a daemon unless --foreground)",
-            _not_built("start"), _start_options),
-    Command("stop", "stop now: workers close their connections and exit", _not_built("stop")),
+            _lifecycle("start"), _start_options),
+    Command("stop", "stop now: workers close their connections and exit", _lifecycle("stop")),
     Command("graceful-stop", "stop after in-flight requests finish (up to graceful-timeout)",
-            _not_built("graceful-stop")),
+            _lifecycle("graceful-stop")),
     Command("hard-stop", "stop, killing whatever is left after a short deadline",
-            _not_built("hard-stop")),
-    Command("restart", "stop, then start again", _not_built("restart"), _start_options),
+            _lifecycle("hard-stop")),
+    Command("restart", "stop gracefully, then start again", _lifecycle("restart"),
+            _start_options),
     Command("reload", "replace every worker gracefully, loading the apps' code anew",
-            _not_built("reload")),
+            _lifecycle("reload")),
     Command("update", "re-read the config and apply it; an invalid one changes nothing",
-            _not_built("update")),
+            _lifecycle("update")),
     Command("upgrade", "re-execute the master with its listeners (a new pyd, no downtime)",
-            _not_built("upgrade")),
+            _lifecycle("upgrade")),
     Command("reopenlog", "reopen every log file (after an external logrotate)",
-            _not_built("reopenlog")),
-    Command("status", "say whether pyd runs: pid, uptime, config file", _not_built("status")),
+            _lifecycle("reopenlog")),
+    Command("status", "say whether pyd runs: pid, uptime, config file", _lifecycle("status")),
     Command("fullstatus", "status, with a table of workers and supervised processes",
-            _not_built("fullstatus")),
+            _lifecycle("fullstatus")),
     Command("configtest", "check the config and show the effective settings", _configtest,
             _configtest_options),
     Command("log", "show the last lines of the main log, and follow it with -f",
             _not_built("log"), _log_options),
     Command("runworker", "run one worker in the foreground, without a master (debugging)",
-            _not_built("runworker")),
+            _lifecycle("runworker")),
 ]
 
 
@@ -201,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         command, args = parse(argv)
+        if command.name in PATCHED:
+            from gevent import monkey
+
+            monkey.patch_all()
         return command.run(args)
     except UsageError as e:
         print(f"pyd: {e}", file=sys.stderr)

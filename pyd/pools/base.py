@@ -1,0 +1,158 @@
+"""A Pool: a named config section with listeners and a connection handler, living in a worker.
+
+The base class owns accepting (with a per-worker connection limit that pauses and resumes),
+tracking live connections, and the graceful drain; subclasses implement `handle()`.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from typing import Any
+
+import gevent
+from gevent import socket
+from gevent.event import Event
+
+from ..listeners import Listener
+
+log = logging.getLogger("pyd.pool")
+
+
+class Pool:
+    """Base of every pool. Users subclass it for `Pool:name { class module:Class; ... }`.
+
+    `handle(conn, address)` runs in its own greenlet for each accepted connection (a gevent
+    socket); the pool closes it afterwards. Hooks: `load()` (import apps, in the worker after
+    privileges are dropped), `on_ready()`, `on_shutdown(graceful) -> bool`. Typed settings from
+    the section are declared as in AppInstance (`directives = {...}`) and read as self.settings.
+    """
+
+    directives: dict[str, tuple[Any, Any]] | None = None
+    max_connections = 10000
+    # A connection is one request for max-requests and draining, unless the pool counts its
+    # own requests (HTTP and FastCGI do).
+    connection_is_request = True
+
+    def __init__(self, section, listeners: list[Listener], worker=None, settings=None):
+        self.section = section
+        self.listeners = listeners
+        self.worker = worker
+        self.settings = settings if settings is not None else section.settings
+        self.name = _label(section)
+        self.log = logging.getLogger(f"pyd.pool.{self.name}")
+        self.connections: dict[Any, float] = {}  # greenlet -> time accepted
+        self.accepting = False
+        self._acceptors: list[gevent.Greenlet] = []
+        self._room = Event()
+        self._room.set()
+        limit = section.settings.get("max-connections") if section is not None else None
+        if limit:
+            self.max_connections = limit
+
+    # -- the lifecycle, driven by the worker ----------------------------------------------------
+
+    def load(self, apps: dict) -> None:
+        """Import what the pool serves; runs after privileges are dropped (or in the master,
+        as root, for a privileged pool). `apps` are the App: instances, by name."""
+
+    def on_ready(self) -> None:
+        pass
+
+    def on_shutdown(self, graceful: bool) -> bool:
+        return True
+
+    def start(self) -> None:
+        self.accepting = True
+        for listener in self.listeners:
+            self._acceptors.append(gevent.spawn(self._accept_loop, listener))
+
+    def stop_accepting(self) -> None:
+        """Stop taking connections; the master and other workers still listen on the sockets."""
+        self.accepting = False
+        for g in self._acceptors:
+            g.kill(block=False)
+        self._acceptors.clear()
+        for listener in self.listeners:
+            listener.sock.close()  # this worker's descriptor only
+
+    def shutdown(self, graceful: bool) -> bool:
+        """Ask connections to finish; True once none is left. Called repeatedly while draining."""
+        if not graceful:
+            self.close_all()
+        return not self.connections and self.on_shutdown(graceful)
+
+    def close_all(self) -> None:
+        for g in list(self.connections):
+            g.kill(block=False)
+
+    # -- accepting ------------------------------------------------------------------------------
+
+    def _accept_loop(self, listener: Listener) -> None:
+        sock = listener.sock
+        while self.accepting:
+            if len(self.connections) >= self.max_connections:
+                self._room.clear()
+                self._room.wait()  # resumes when a connection ends below the limit
+                continue
+            try:
+                conn, address = sock.accept()
+            except OSError as e:
+                if not self.accepting or e.errno == errno.EBADF:
+                    return
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self.log.error("accept on %s: %s; pausing for 100ms", listener, e.strerror)
+                    gevent.sleep(0.1)
+                continue
+            g = gevent.spawn(self._run, conn, address)
+            self.connections[g] = time.monotonic()
+
+    def _run(self, conn: socket.socket, address: Any) -> None:
+        token = None
+        if self.connection_is_request and self.worker is not None:
+            token = self.worker.request_started(f"{self.name} connection from {address}")
+        try:
+            self.handle(conn, address)
+        except (ConnectionError, TimeoutError, gevent.GreenletExit):
+            pass
+        except Exception:
+            self.log.exception("error in %s handling a connection from %s", self.name, address)
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+            self.connections.pop(gevent.getcurrent(), None)
+            if not self._room.is_set() and len(self.connections) < self.max_connections:
+                self._room.set()
+            if token is not None:
+                self.worker.request_finished(token)
+
+    def handle(self, conn: socket.socket, address: Any) -> None:
+        raise NotImplementedError
+
+
+def _label(section) -> str:
+    """How a pool is named in titles and logs: HTTPServer, HTTPServer:admin, echo."""
+    if section is None:
+        return "pool"
+    if section.cls:
+        return section.cls + (f":{section.name}" if section.name else "")
+    return section.name or section.kind
+
+
+label = _label
+
+
+class UserPool:
+    """Builds a user's Pool subclass from `Pool:name { class module:Class; ... }`."""
+
+    @staticmethod
+    def create(section, listeners: list[Listener], worker) -> Pool:
+        from ..apps import RefError, class_settings, import_ref
+
+        cls = import_ref(section.settings["class"])
+        if not (isinstance(cls, type) and issubclass(cls, Pool)):
+            raise RefError(f"{section.settings['class']} is not a subclass of pyd.Pool")
+        return cls(section, listeners, worker, class_settings(cls, section))
