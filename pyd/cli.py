@@ -233,4 +233,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m pyd.cli` runs this file as __main__, a second copy of the module: hand over to
+    # pyd.cli itself, whose Failure and UsageError are the ones the commands raise.
+    from pyd.cli import main as _main
+
+    sys.exit(_main())

@@ -7,7 +7,6 @@ errors exactly as configtest does.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 
 from .cli import EXIT_FAIL, EXIT_OK, Failure
@@ -79,12 +78,9 @@ def settings_table(config: Config) -> str:
         value = config.settings[name]
         rows.append((name, _show(spec, value), _show(spec, spec.default),
                      str(config.settings.origin(name))))
-    width = shutil.get_terminal_size((120, 20)).columns
+    # Never cut to the terminal's width: the last column, where a value came from, is the point.
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = []
-    for r in rows:
-        line = "  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3]
-        lines.append(line[:max(width, 80)] if len(line) > width else line)
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3] for r in rows]
     if config.sections:
         lines.append("")
         lines.append("sections:")

@@ -127,7 +127,8 @@ directive("class", Ref(), None, scopes=(USER_POOL, APP), required=True, reload=F
           help="The Python class of a user pool or an `App:` section, as `module:Class`.")
 
 block("location", scopes=WEB_POOLS, inner=LOCATION,
-      arg=String(pattern=r"/.*", expected="a path prefix starting with /", example="/static/"),
+      arg=String(pattern=r"/[^\x00-\x1f\x7f]*", example="/static/",
+                 expected="a path prefix starting with /, without control characters"),
       example="location /static/ { root /srv/static; }",
       help="Requests whose path starts with this prefix (the longest wins) go to this app or "
            "these files.")

@@ -150,16 +150,24 @@ def print_yaml(config: Config) -> str:
     class _Dumper(yaml.SafeDumper):
         pass
 
-    def _str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    def _scalar(dumper: yaml.SafeDumper, text: str, quoted: bool) -> yaml.ScalarNode:
+        text = str(text)
         if "${" in text:  # a literal ${ must not be substituted when read back
             if all(" " <= c <= "~" for c in text):
                 return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="'")
             return dumper.represent_scalar(RAW_TAG, text, style='"')
-        style = '"' if any(ord(c) < 0x20 and c not in "\n\t" for c in text) else None
+        # YAML folds \x85, \u2028 and \u2029 as line breaks unless they are escaped
+        if any(ord(c) < 0x20 and c not in "\n\t" or c in "\x85\u2028\u2029" for c in text):
+            style = '"'
+        else:
+            style = "'" if quoted else None
         return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
 
+    def _str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+        return _scalar(dumper, text, quoted=False)
+
     def _quoted(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
-        return dumper.represent_scalar("tag:yaml.org,2002:str", str(text), style="'")
+        return _scalar(dumper, text, quoted=True)
 
     _Dumper.add_representer(str, _str)
     _Dumper.add_representer(_Quoted, _quoted)
