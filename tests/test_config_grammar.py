@@ -412,6 +412,20 @@ def test_yaml_values_are_the_language_strings(conf):
     assert c.log_level == "debug"
 
 
+def test_yaml_scalar_is_split_like_the_language_but_list_items_are_whole(conf):
+    c = conf("Pool:HTTPServer:\n  listen: 80, 81 82\n  location /:\n    root: /x\n"
+             "    index: [a b.html, 'c,d']\n", name="pyd.yaml")
+    assert [a.port for a in c.pools[0].listen] == [80, 81, 82]
+    assert c.pools[0].blocks("location")[0].index == ("a b.html", "c,d")
+
+
+def test_yaml_printer_leaves_numbers_and_booleans_unquoted(conf):
+    from pyd.config.printer import print_yaml
+
+    text = print_yaml(conf("workers 3;\nverbose-tty off;\nuser 'null';\n"))
+    assert text.splitlines() == ["user: 'null'", "workers: 3", "verbose-tty: off"]
+
+
 def test_yaml_variables_and_raw_strings(conf):
     env = {"WHO": "daemon"}
     assert conf("user: ${WHO}\n", name="a.yaml", env=env).user == "daemon"

@@ -159,8 +159,15 @@ def print_yaml(config: Config) -> str:
         # YAML folds \x85, \u2028 and \u2029 as line breaks unless they are escaped
         if any(ord(c) < 0x20 and c not in "\n\t" or c in "\x85\u2028\u2029" for c in text):
             style = '"'
+        elif quoted:
+            style = "'"
         else:
-            style = "'" if quoted else None
+            # Only the text is read back, never YAML's type: `workers: 4` and `verbose-tty: off`
+            # need no quotes. A null would read as a flag, so it stays quoted.
+            tag = dumper.resolve(yaml.ScalarNode, text, (True, False))
+            if tag.rsplit(":", 1)[-1] in ("int", "float", "bool"):
+                return dumper.represent_scalar(tag, text)
+            style = None
         return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
 
     def _str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
