@@ -30,7 +30,7 @@ def pyd_run(*args: str, env: dict | None = None, cwd: Path = REPO) -> subprocess
     clean["PYTHONPATH"] = str(REPO) + os.pathsep + clean.get("PYTHONPATH", "")
     clean.update(env or {})
     return subprocess.run([sys.executable, "-m", "pyd.cli", *args], capture_output=True,
-                          text=True, env=clean, cwd=cwd, timeout=120)
+                          text=True, env=clean, cwd=cwd, timeout=50)
 
 
 def one_line(text: str) -> str:
@@ -283,3 +283,24 @@ def test_settings_table_lists_sections(config):
     assert r.returncode == 0, r.stderr
     assert re.search(r"^  Pool:HTTPServer:web +127\.0\.0\.1:8080, \[::1\]:8080  \("
                      + re.escape(f"{path}:2") + r"\)$", r.stdout, re.M)
+
+
+def test_import_check_does_not_wait_for_threads_an_app_starts(tmp_path, config):
+    (tmp_path / "threadapp.py").write_text(
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(600,)).start()\n"
+        "def application(environ, start_response):\n    return []\n")
+    path = config(f"user {ME};\ncwd {tmp_path};\n"
+                  "Pool:HTTPServer { listen 127.0.0.1:8080; app threadapp:application; }\n")
+    r = pyd_run("configtest", "-q", "-c", str(path))
+    assert r.returncode == 0, r.stderr
+    assert (r.stdout, r.stderr) == ("", "")
+
+
+def test_import_check_cannot_enter_cwd(tmp_path, config):
+    path = config(f"user {ME};\ncwd {tmp_path}/missing;\n"
+                  "Pool:HTTPServer { listen 127.0.0.1:8080; app someapp:application; }\n")
+    r = pyd_run("configtest", "-q", "-c", str(path))
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"{path}:2:1: error: cannot enter cwd {tmp_path}/missing: "
+                               "No such file or directory\n    cwd ")

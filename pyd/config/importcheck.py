@@ -69,8 +69,8 @@ def check_imports(config: Config, user: str | None, group: str | None) -> list[P
     except (ValueError, IndexError):
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return [Problem(f"the import check failed: {tail}")]
-    if "error" in answer:
-        return [Problem(answer["error"])]
+    if "error" in answer:  # the child could not even start: point at what it could not do
+        return [Problem(answer["error"], config.settings.origin(answer.get("directive", "")).pos)]
     return [Problem(message, refs[index][2]) for index, message in answer["failures"]]
 
 
@@ -83,13 +83,14 @@ def _child() -> None:
     try:
         drop(resolve(request["user"], request["group"]))
     except (PrivilegeError, OSError) as e:
-        real_stdout.write(json.dumps({"error": f"cannot take the workers' identity: {e}"}) + "\n")
+        real_stdout.write(json.dumps({"error": f"cannot take the workers' identity: {e}",
+                                      "directive": "user"}) + "\n")
         return
     try:
         os.chdir(request["cwd"])
     except OSError as e:
         real_stdout.write(json.dumps({"error": f"cannot enter cwd {request['cwd']}: "
-                                               f"{e.strerror}"}) + "\n")
+                                               f"{e.strerror}", "directive": "cwd"}) + "\n")
         return
     sys.path[:0] = request["pythonpath"] + [request["cwd"]]
     failures = []
@@ -104,7 +105,12 @@ def _child() -> None:
         elif not callable(obj):
             failures.append([index, f"{ref} is not callable (a WSGI app is a callable)"])
     real_stdout.write(json.dumps({"failures": failures}) + "\n")
+    real_stdout.flush()
 
 
 if __name__ == "__main__":
     _child()
+    # An app may start threads at import; the answer is written, so do not wait for them.
+    sys.__stdout__.flush()
+    sys.__stderr__.flush()
+    os._exit(0)
