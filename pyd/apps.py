@@ -5,11 +5,17 @@ Used by workers to load WSGI apps and App: sections, and by configtest to check 
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import logging
 import os
 import sys
 import traceback
 from typing import Any
+
+from .config.errors import ConfigError, Problem
+from .config.model import Origin, Settings
+from .config.values import BadValue, ParseContext
 
 
 class RefError(Exception):
@@ -67,12 +73,6 @@ def class_settings(cls: type, section) -> Any:
     `directives = {"greeting": (String(), "hello")}` declares one; without a declaration every
     extra is kept as its text. Unknown names and bad values are ConfigErrors at their position.
     """
-    import difflib
-
-    from .config.errors import ConfigError, Problem
-    from .config.model import Origin, Settings
-    from .config.values import BadValue, ParseContext
-
     declared = getattr(cls, "directives", None)
     scope = section.header
     if declared is None:
@@ -116,8 +116,6 @@ class AppInstance:
     directives: dict[str, tuple[Any, Any]] | None = None
 
     def __init__(self, name: str, settings: Any, section: Any = None):
-        import logging
-
         self.name = name
         self.settings = settings
         self.section = section

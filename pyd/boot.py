@@ -48,6 +48,7 @@ def boot_master(m) -> StartResult:
         return StartResult(False, f"cannot open the log file {config.log_file}: {e.strerror}")
     if identity.warning:
         log.warning("%s", identity.warning)
+    preload_modules(config)
     m.pidfile = Pidfile(config.pidfile)
     try:
         m.pidfile.acquire()
@@ -90,6 +91,21 @@ def boot_master(m) -> StartResult:
             m.reap()
             m.enforce_stop_deadline()
     return result
+
+
+def preload_modules(config: Config) -> None:
+    """Import pyd's own pool code now, as root: a worker that chroots or becomes a user who
+    cannot read the Python installation could not import it later (and forked workers share
+    these pages)."""
+    import mimetypes
+
+    from .apps import import_ref
+    from .pools import POOL_TYPES
+
+    mimetypes.init()
+    for section in config.pools:
+        if section.cls in POOL_TYPES:
+            import_ref(POOL_TYPES[section.cls])
 
 
 def scoreboard_size(config: Config) -> int:

@@ -17,12 +17,18 @@ import traceback
 from collections.abc import Mapping
 
 import gevent
+import gevent.event
+from gevent.util import format_run_info
+from setproctitle import setproctitle
 
 from . import scoreboard as sb
-from .apps import AppInstance, RefError, make_app
+from .apps import AppInstance, RefError, import_ref, make_app
 from .config import Config, ConfigError, Problem
 from .listeners import Listener
-from .pools.base import Pool, label
+from .log import reopen as log_reopen
+from .pools import POOL_TYPES
+from .pools.base import Pool, UserPool, label
+from .privileges import PrivilegeError, drop, resolve
 
 log = logging.getLogger("pyd.worker")
 
@@ -45,10 +51,6 @@ class BootError(Exception):
 
 def pool_factory(section):
     """The class that serves a pool section: built-in pools by name, users' by `class`."""
-    from .apps import import_ref
-    from .pools import POOL_TYPES
-    from .pools.base import UserPool
-
     if section.cls in POOL_TYPES:
         return import_ref(POOL_TYPES[section.cls])
     return UserPool.create
@@ -152,10 +154,6 @@ class Worker:
         self._exit(code)
 
     def boot(self) -> None:
-        from setproctitle import setproctitle
-
-        from .privileges import PrivilegeError, drop, resolve
-
         names = " ".join(label(s) for s in self.config.pools)
         setproctitle(f"pyd: worker {self.number} [{names}]")
         self._install_signals()
@@ -317,14 +315,10 @@ class Worker:
         self.report(sb.STOPPING)
 
     def reopen_logs(self) -> None:
-        from .log import reopen
-
-        reopen()
+        log_reopen()
 
     def _stuck(self, signum: int, frame) -> None:
         """request-timeout: the master asks us to show where the time goes, then we go."""
-        from gevent.util import format_run_info
-
         now = time.monotonic()
         lines = [f"worker {self.number} (pid {os.getpid()}) killed by request-timeout; "
                  "requests in flight:"]

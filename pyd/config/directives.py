@@ -15,6 +15,7 @@ from .values import (
     Duration,
     Integer,
     ListOf,
+    Network,
     Path,
     Ref,
     Size,
@@ -138,6 +139,38 @@ directive("alias", Path(), None, scopes=LOCATION, example="/srv/static",
           help="Serve files from this directory: the path after the location prefix is appended.")
 directive("index", ListOf(String()), ("index.html",), scopes=LOCATION, example="index.html",
           help="Files to serve for a request that names a directory.")
+
+
+# -- Pool:HTTPServer (and what FastCGI shares with it) -----------------------------------------
+
+directive("keepalive-timeout", Duration(), 75.0, scopes=WEB_POOLS, example="75s",
+          help="How long an idle keep-alive connection waits for its next request.")
+directive("client-header-timeout", Duration(min=0.001), 60.0, scopes=HTTP, example="10s",
+          help="A request's head must arrive whole within this, or the answer is 408 "
+               "(slowloris).")
+directive("client-body-timeout", Duration(min=0.001), 60.0, scopes=WEB_POOLS, example="60s",
+          help="The longest wait between two reads of a request body; then 408.")
+directive("send-timeout", Duration(min=0.001), 60.0, scopes=WEB_POOLS, example="60s",
+          help="The longest wait for the client to take more of a response; then the "
+               "connection closes.")
+directive("client-max-body-size", Size(), 1 << 20, scopes=WEB_POOLS, example="10M",
+          help="Larger request bodies are refused with 413; 0: no limit.")
+directive("max-request-line", Size(min=256), 8192, scopes=HTTP, example="8K",
+          help="A longer request-target is refused with 414.")
+directive("max-header-size", Size(min=1024), 65536, scopes=HTTP, example="64K",
+          help="Request header fields larger than this in total are refused with 431.")
+directive("max-headers", Integer(min=1, max=10000), 100, scopes=HTTP, example="100",
+          help="More request header fields than this are refused with 431.")
+directive("max-connections", Integer(min=1), 10000, scopes=POOLS, example="10000",
+          help="Per worker: at this many open connections accepting pauses, and resumes below.")
+directive("real-ip-from", Network(), (), scopes=WEB_POOLS, multiple=True, example="10.0.0.0/8",
+          help="Trusted proxies: from these peers, X-Forwarded-For gives REMOTE_ADDR and "
+               "X-Forwarded-Proto the URL scheme.")
+directive("access-log", Choice("combined", "json", "off"), "combined", scopes=WEB_POOLS,
+          example="json", help="The access log's format, written to channel pyd.http.access; "
+                               "off: none.")
+directive("server-tokens", Boolean(), True, scopes=WEB_POOLS, example="off",
+          help="Show pyd's version in the Server header (off: just `pyd`).")
 
 
 @REGISTRY.check(MAIN)

@@ -15,6 +15,7 @@ import gevent
 from gevent import socket
 from gevent.event import Event
 
+from ..apps import RefError, class_settings, import_ref
 from ..listeners import Listener
 
 log = logging.getLogger("pyd.pool")
@@ -150,8 +151,6 @@ class UserPool:
 
     @staticmethod
     def create(section, listeners: list[Listener], worker) -> Pool:
-        from ..apps import RefError, class_settings, import_ref
-
         cls = import_ref(section.settings["class"])
         if not (isinstance(cls, type) and issubclass(cls, Pool)):
             raise RefError(f"{section.settings['class']} is not a subclass of pyd.Pool")

@@ -1,0 +1,88 @@
+"""Routing a request-target to a location: decode the path, normalize it, longest prefix wins.
+
+Shared by the HTTP and FastCGI pools. A location serves an app (SCRIPT_NAME is its prefix
+without the trailing slash) or static files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import unquote_to_bytes
+
+
+class BadTarget(Exception):
+    """The request-target cannot be a path (it climbs above the root)."""
+
+
+class Route:
+    __slots__ = ("prefix", "script_name", "app", "section")
+
+    def __init__(self, prefix: str, app: Callable, section=None):
+        self.prefix = prefix
+        self.script_name = prefix.rstrip("/")
+        self.app = app
+        self.section = section
+
+
+class Router:
+    def __init__(self, routes: list[Route]):
+        self.routes = sorted(routes, key=lambda r: len(r.prefix), reverse=True)
+        self.only = self.routes[0] if len(self.routes) == 1 and self.routes[0].prefix == "/" \
+            else None
+
+    def match(self, path: str) -> Route | None:
+        if self.only is not None:
+            return self.only
+        for route in self.routes:
+            if path.startswith(route.prefix):
+                return route
+        return None
+
+    def redirect_for(self, path: str) -> str | None:
+        """`/api` for a location `/api/`: where to send the client (as nginx does)."""
+        for route in self.routes:
+            if route.prefix.endswith("/") and path + "/" == route.prefix:
+                return route.prefix
+        return None
+
+
+def split_target(target: bytes) -> tuple[bytes, bytes]:
+    """The raw path and query of a request-target (origin or absolute form)."""
+    if target[:1] != b"/":
+        if target == b"*":
+            return b"*", b""
+        # absolute-form: http://host[:port]/path?query
+        rest = target.split(b"//", 1)[1] if b"//" in target else target
+        slash = rest.find(b"/")
+        target = rest[slash:] if slash >= 0 else b"/"
+    path, _, query = target.partition(b"?")
+    return path, query
+
+
+def decode_path(raw: bytes) -> str:
+    """PATH_INFO as PEP 3333 wants it: percent-decoded bytes as latin-1, dot-segments resolved."""
+    path = unquote_to_bytes(raw) if b"%" in raw else raw
+    text = path.decode("latin-1")
+    if "/." in text:
+        text = remove_dot_segments(text)
+    return text
+
+
+def remove_dot_segments(path: str) -> str:
+    """RFC 3986 5.2.4; a path that climbs above the root is refused."""
+    out: list[str] = []
+    segments = path.split("/")
+    for i, seg in enumerate(segments[1:], 1):
+        if seg == ".":
+            if i == len(segments) - 1:
+                out.append("")
+            continue
+        if seg == "..":
+            if not out:
+                raise BadTarget(path)
+            out.pop()
+            if i == len(segments) - 1:
+                out.append("")
+            continue
+        out.append(seg)
+    return "/" + "/".join(out)

@@ -1,0 +1,298 @@
+"""WSGI (PEP 3333) glue shared by the HTTP and FastCGI pools: run an app, stream its response.
+
+The protocol side supplies a Transport (start, write, sendfile, finish, fail); this module
+owns start_response with exc_info, the write() callable, wsgi.input/errors/file_wrapper, and
+the promise that the app's iterable is always closed, even when the client goes away.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+log = logging.getLogger("pyd.wsgi")
+
+
+class ClientGone(Exception):
+    """The client closed the connection; nothing more can be sent."""
+
+
+class Transport(Protocol):
+    headers_sent: bool
+
+    def start(self, status: str, headers: list, content_length: int | None) -> None: ...
+    def write(self, data: bytes) -> None: ...
+    def respond(self, status: str, headers: list, body: bytes) -> None: ...
+    def sendfile(self, file: Any, offset: int, count: int | None) -> bool: ...
+    def finish(self) -> None: ...
+    def fail(self, exc: BaseException | None) -> None: ...
+
+
+class FileWrapper:
+    """wsgi.file_wrapper: the server sends a real file with sendfile(2)."""
+
+    def __init__(self, filelike: Any, blksize: int = 65536):
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self):
+        read = self.filelike.read
+        while True:
+            data = read(self.blksize)
+            if not data:
+                return
+            yield data
+
+    def fileno(self) -> int | None:
+        try:
+            fd = self.filelike.fileno()
+        except (AttributeError, OSError, ValueError):
+            return None
+        try:
+            return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        except OSError:
+            return None
+
+
+class ErrorStream:
+    """wsgi.errors: what the app writes goes to the log, a record per line."""
+
+    def __init__(self, logger: logging.Logger | None = None):
+        self.log = logger or logging.getLogger("pyd.wsgi.errors")
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            text = str(text)
+        text = self._partial + text
+        *lines, self._partial = text.split("\n")
+        for line in lines:
+            self.log.error("%s", line)
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if self._partial:
+            self.log.error("%s", self._partial)
+            self._partial = ""
+
+
+class BodyReader:
+    """wsgi.input over a pull function that returns the next body chunk (b"" at the end).
+
+    Nothing is read from the client before the app asks for it, and never more than one
+    chunk beyond what the app asked for is held in memory.
+    """
+
+    __slots__ = ("_pull", "_buf", "_done", "bytes_read")
+
+    def __init__(self, pull: Callable[[], bytes] | None):
+        self._pull = pull
+        self._buf = b""
+        self._done = pull is None
+        self.bytes_read = 0
+
+    def _more(self) -> bool:
+        if self._done:
+            return False
+        chunk = self._pull()
+        if not chunk:
+            self._done = True
+            return False
+        self._buf += chunk
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while self._more():
+                pass
+            data, self._buf = self._buf, b""
+        else:
+            while len(self._buf) < size and self._more():
+                pass
+            data, self._buf = self._buf[:size], self._buf[size:]
+        self.bytes_read += len(data)
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        if not self._buf:
+            self._more()
+        if size is None or size < 0:
+            size = len(self._buf)
+        data, self._buf = self._buf[:size], self._buf[size:]
+        self.bytes_read += len(data)
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        while True:
+            end = self._buf.find(b"\n") + 1
+            if end or (size is not None and 0 <= size <= len(self._buf)):
+                break
+            if not self._more():
+                end = len(self._buf)
+                break
+        if size is not None and 0 <= size < (end or len(self._buf)):
+            end = size
+        data, self._buf = self._buf[:end], self._buf[end:]
+        self.bytes_read += len(data)
+        return data
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        lines, total = [], 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def close(self) -> None:
+        pass
+
+
+def run(app: Callable, environ: dict, t: Transport, errors: logging.Logger = log) -> None:
+    """Call a WSGI app and send its response through `t`; always close what it returns.
+
+    An exception before anything was sent becomes a plain 500 (traceback in the log); after
+    the head went out the response is cut off. ClientGone propagates after cleanup.
+    """
+    status_headers: list = [None, None]
+
+    def start_response(status: str, headers: list, exc_info: Any = None) -> Callable:
+        if exc_info is not None:
+            try:
+                if t.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif status_headers[0] is not None:
+            raise AssertionError("start_response was already called")
+        if type(status) is not str or type(headers) is not list:
+            raise TypeError("start_response takes a str status and a list of headers")
+        status_headers[0], status_headers[1] = status, headers
+        return write
+
+    def write(data: bytes) -> None:
+        if status_headers[0] is None:
+            raise AssertionError("write() before start_response()")
+        if not t.headers_sent:
+            t.start(status_headers[0], status_headers[1], None)
+        if data:
+            t.write(data)
+
+    result = None
+    try:
+        result = app(environ, start_response)
+        if status_headers[0] is None and type(result) is not list:
+            result = _first_chunk_then_rest(result)  # start_response may come at the 1st item
+        if type(result) is list and not t.headers_sent:
+            if status_headers[0] is None:
+                raise AssertionError("the app returned without calling start_response")
+            body = result[0] if len(result) == 1 else b"".join(result)
+            if type(body) is not bytes:
+                body = _bytes(body)
+            t.respond(status_headers[0], status_headers[1], body)
+            return
+        if type(result) is FileWrapper and not t.headers_sent:
+            fd = result.fileno()
+            if fd is not None:
+                _send_file(result, fd, status_headers, t)
+                return
+        for chunk in result:
+            if not chunk:
+                continue
+            if not t.headers_sent:
+                if status_headers[0] is None:
+                    raise AssertionError("the app yielded before calling start_response")
+                t.start(status_headers[0], status_headers[1], None)
+            t.write(_bytes(chunk))
+        if not t.headers_sent:
+            if status_headers[0] is None:
+                raise AssertionError("the app returned without calling start_response")
+            t.start(status_headers[0], status_headers[1], 0)
+        t.finish()
+    except ClientGone:
+        raise
+    except Exception as e:
+        errors.error("the application failed on %s %s", environ.get("REQUEST_METHOD"),
+                     environ.get("REQUEST_URI") or environ.get("PATH_INFO"), exc_info=True)
+        t.fail(e)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                errors.error("the application's close() failed", exc_info=True)
+
+
+def _bytes(chunk: Any) -> bytes:
+    if type(chunk) is bytes:
+        return chunk
+    if isinstance(chunk, (bytes, bytearray, memoryview)):
+        return bytes(chunk)
+    raise TypeError(f"the app yielded {type(chunk).__name__}, not bytes")
+
+
+class _Prefetched:
+    """An iterable whose first item was already taken (to see start_response called)."""
+
+    def __init__(self, first: bytes | None, rest: Any, source: Any):
+        self.first, self.rest, self.source = first, rest, source
+
+    def __iter__(self):
+        if self.first is not None:
+            yield self.first
+        yield from self.rest
+
+    def close(self) -> None:
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
+
+
+def _first_chunk_then_rest(result: Any) -> Any:
+    it = iter(result)
+    try:
+        first = next(it)
+    except StopIteration:
+        first = None
+    return _Prefetched(first, it, result)
+
+
+def _send_file(wrapper: FileWrapper, fd: int, status_headers: list, t: Transport) -> None:
+    status, headers = status_headers
+    try:
+        offset = os.lseek(fd, 0, os.SEEK_CUR)
+        size = os.fstat(fd).st_size
+    except OSError:
+        offset, size = 0, None
+    length = None
+    for name, value in headers:
+        if name.lower() == "content-length" and value.isdigit():
+            length = int(value)
+    count = length if length is not None else (size - offset if size is not None else None)
+    t.start(status, headers, count)
+    if count is None or not t.sendfile(wrapper.filelike, offset, count):
+        for chunk in wrapper:
+            t.write(chunk)
+    t.finish()
