@@ -557,3 +557,25 @@ def test_find_config_nothing_found(monkeypatch):
 
 def test_default_search_path_is_the_documented_one():
     assert pyd.config.SEARCH_PATH == ("/etc/pyd/pyd.conf", "/etc/pyd.conf", "./conf/pyd.conf")
+
+
+# -- the Config it gives ------------------------------------------------------------------------
+
+def test_config_is_read_only(conf):
+    c = conf("workers 3;\n" + POOL)
+    with pytest.raises(AttributeError, match="read-only"):
+        c.settings.workers = 4
+    with pytest.raises(AttributeError, match="no directive 'nope'"):
+        c.settings.nope  # noqa: B018
+
+
+def test_config_can_be_copied_and_pickled(conf):
+    import copy
+    import pickle
+
+    c = conf("workers 3;\n" + POOL)
+    for twin in (copy.deepcopy(c), copy.copy(c), pickle.loads(pickle.dumps(c))):
+        assert twin == c
+        assert twin.workers == 3
+        assert str(twin.settings.origin("workers")).endswith("pyd.conf:1")
+        assert twin.pools[0].app == "shop.wsgi:application"

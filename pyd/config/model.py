@@ -42,6 +42,8 @@ class Settings:
         object.__setattr__(self, "_origins", origins)
 
     def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_"):  # not a directive; and copy/pickle probe before slots are set
+            raise AttributeError(attr)
         try:
             return self._values[attr.replace("_", "-")]
         except KeyError:
@@ -49,6 +51,9 @@ class Settings:
 
     def __setattr__(self, attr: str, value: Any) -> None:
         raise AttributeError("the configuration is read-only")
+
+    def __reduce__(self) -> tuple:
+        return Settings, (self._scope, self._values, self._origins)
 
     def __getitem__(self, name: str) -> Any:
         return self._values[name]
