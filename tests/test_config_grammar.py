@@ -424,6 +424,8 @@ def test_yaml_printer_leaves_numbers_and_booleans_unquoted(conf):
 
     text = print_yaml(conf("workers 3;\nverbose-tty off;\nuser 'null';\n"))
     assert text.splitlines() == ["user: 'null'", "workers: 3", "verbose-tty: off"]
+    assert print_yaml(conf("verbose-tty;\nApp:a { class a:B; extra; }")).splitlines() == [
+        "verbose-tty:", "App:a:", "  class: a:B", "  extra:"]
 
 
 def test_yaml_variables_and_raw_strings(conf):

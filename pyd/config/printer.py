@@ -176,6 +176,10 @@ def print_yaml(config: Config) -> str:
     def _quoted(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
         return _scalar(dumper, text, quoted=True)
 
+    def _flag(dumper: yaml.SafeDumper, value: None) -> yaml.ScalarNode:
+        return dumper.represent_scalar("tag:yaml.org,2002:null", "")  # `privileged:`, not null
+
+    _Dumper.add_representer(type(None), _flag)
     _Dumper.add_representer(str, _str)
     _Dumper.add_representer(_Quoted, _quoted)
     return yaml.dump(to_data(config), Dumper=_Dumper, sort_keys=False, allow_unicode=True,
