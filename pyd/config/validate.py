@@ -311,13 +311,17 @@ class _Validator:
         names = set(REGISTRY.directives_in(scope)) | set(REGISTRY.blocks_in(scope))
         kinds = _kinds()
         prev_line, prev_end = node.pos.line, node.pos.column + node.pos.length
-        for word in node.args:
+        for i, word in enumerate(node.args):
             if word.pos.line > prev_line:
                 rest = node.pos.source.line(prev_line)[prev_end - 1:].lstrip()
+                # A word back at the statement's indentation starts a new statement when a
+                # block or more words follow it; alone, it is more likely a value put below.
+                starts = node.is_block or any(w.pos.line == word.pos.line
+                                              for w in node.args[i + 1:])
                 statement = not word.quoted and (
                     normalize_name(word.text) in names
                     or word.text.split(":")[0].lower() in kinds and ":" in word.text
-                    or failed and word.pos.column <= node.pos.column)
+                    or failed and starts and word.pos.column <= node.pos.column)
                 if statement and not rest.startswith(","):
                     self.problem(Position(node.pos.source, prev_line, prev_end),
                                  f"missing ';' after {quote(node.name)}")
