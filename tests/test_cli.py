@@ -129,9 +129,9 @@ def test_configtest_on_the_bundled_config():
 def test_configtest_finds_conf_pyd_conf_from_the_repository(tmp_path):
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "pyd.conf").write_text(f"user {ME};\n")
-    r = pyd_run("configtest", cwd=tmp_path)
     if Path("/etc/pyd/pyd.conf").exists() or Path("/etc/pyd.conf").exists():
         pytest.skip("a system config would be found first")
+    r = pyd_run("configtest", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stderr.splitlines()[0] == "pyd: using configuration file conf/pyd.conf"
 

@@ -234,6 +234,8 @@ CASES = [
          "YAML: a key must be a directive name or a section header", main="pyd.yaml"),
     Case("yaml-nested-list", "Pool:HTTPServer:\n  listen: [[80]]\n", "pyd.yaml:2:12",
          "YAML: expected a value (a string or a list of strings)", main="pyd.yaml"),
+    Case("yaml-merge-key", "base: &b {workers: 3}\nuser: x\n<<: *b\n", "pyd.yaml:3:1",
+         "YAML: merge keys (<<) are not supported", main="pyd.yaml"),
     Case("yaml-unknown-directive", "user: x\nmax-request: 100\n", "pyd.yaml:2:1",
          'unknown directive "max-request" (did you mean "max-requests"?)', main="pyd.yaml"),
     Case("yaml-bad-value", "Pool:HTTPServer:\n  listen: [80, 70000]\n", "pyd.yaml:2:16",

@@ -338,6 +338,9 @@ def _yaml_block(mapping, source: Source, env: Mapping[str, str], depth: int,
         if not isinstance(key, yaml.ScalarNode) or not key.value.strip():
             raise ConfigError("YAML: a key must be a directive name or a section header",
                               _yaml_pos(key, source))
+        if key.tag.endswith(":merge"):
+            raise ConfigError("YAML: merge keys (<<) are not supported; write the directives "
+                              "out, or share them with include", _yaml_pos(key, source))
         name, kpos, args = _yaml_header(key, source, env)
         if isinstance(value, yaml.MappingNode):
             children = _yaml_block(value, source, env, depth + 1, budget)
