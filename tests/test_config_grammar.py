@@ -442,6 +442,13 @@ def test_yaml_block_header_with_a_quoted_argument(conf):
     assert c.pools[0].blocks("location")[0].arg == "/a b/"
 
 
+def test_yaml_anchors_and_aliases(conf):
+    c = conf("workers: &n 3\nmax-recycling: *n\nPool:HTTPServer: &pool\n  listen: 80\n"
+             "Pool:FastCGI: *pool\n", name="pyd.yaml")
+    assert (c.workers, c.max_recycling) == (3, 3)
+    assert [p.listen[0].port for p in c.pools] == [80, 80]
+
+
 def test_yaml_include(tmp_path, conf):
     (tmp_path / "more.yaml").write_text("workers: 3\n")
     (tmp_path / "more.conf").write_text("user x;\n")
