@@ -71,6 +71,7 @@ def boot_master(m) -> StartResult:
     except BootError as e:
         return StartResult(False, e.message)
     m.scoreboard = sb.Scoreboard(scoreboard_size(config))
+    m.watch_workers()
     m.control = ControlServer(socket_path(config), m.command)
     try:
         m.control.start()

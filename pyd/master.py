@@ -129,6 +129,20 @@ class Master:
             pass
         self.ready_fd = None
 
+    def watch_workers(self) -> None:
+        """Wake the loop when a worker writes to the scoreboard's pipe (ready, retiring)."""
+        fd = self.scoreboard.wake_r
+
+        def read() -> None:
+            while True:
+                try:
+                    gevent.os.nb_read(fd, 4096)
+                except OSError:
+                    return
+                self.wakeup.set()
+
+        self.greenlets.spawn(read)
+
     def install_signals(self) -> None:
         for name in SIGNALS:
             signum = getattr(signal, "SIG" + name)
@@ -377,7 +391,9 @@ class Master:
             slot = self.scoreboard.read(w.slot)
             running = wall - slot.oldest_request if slot.oldest_request else 0.0
             silent = wall - slot.heartbeat
-            if running > limit or (slot.active and silent > limit):
+            # A heartbeat that stopped means the hub itself is blocked (a CPU-bound request):
+            # an idle worker's hub always ticks.
+            if running > limit or silent > limit + 1.0:
                 log.error("worker %d (pid %d): a request has run for %.1fs (request-timeout "
                           "%gs); the worker logs its stacks and is replaced", w.number, w.pid,
                           max(running, silent), limit)

@@ -64,7 +64,7 @@ def drop(identity: Identity, chroot: str | None = None) -> None:
 
 def _passwd(user: str) -> pwd.struct_passwd:
     try:
-        return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        return pwd.getpwuid(int(user)) if user.isascii() and user.isdigit() else pwd.getpwnam(user)
     except KeyError:
         raise PrivilegeError(f"unknown user {user!r}") from None
 
@@ -75,6 +75,6 @@ def _uid(user: str) -> int:
 
 def _gid(group: str) -> int:
     try:
-        return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        return int(group) if group.isascii() and group.isdigit() else grp.getgrnam(group).gr_gid
     except KeyError:
         raise PrivilegeError(f"unknown group {group!r}") from None

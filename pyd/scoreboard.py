@@ -8,6 +8,7 @@ pid/state on spawn and reap, the worker writes its own counters, state and boot 
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 import time
 from dataclasses import dataclass
@@ -69,6 +70,16 @@ class Scoreboard:
     def __init__(self, slots: int):
         self.size = slots
         self.mem = mmap.mmap(-1, slots * SLOT_SIZE, flags=mmap.MAP_SHARED)
+        # Workers write a byte here when they change state, so the master need not poll.
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+
+    def notify(self) -> None:
+        try:
+            os.write(self.wake_w, b".")
+        except OSError:
+            pass  # the pipe is full: the master is awake anyway
 
     def _off(self, index: int) -> int:
         return index * SLOT_SIZE
@@ -135,3 +146,8 @@ class Scoreboard:
 
     def close(self) -> None:
         self.mem.close()
+        for fd in (self.wake_r, self.wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

@@ -223,7 +223,10 @@ class Worker:
         if state is None and not self.retiring and not self.stopping:
             state = sb.BUSY if self.inflight else sb.IDLE
         if state is not None:
+            first = self.scoreboard.state(self.slot) == sb.STARTING
             self.scoreboard.set_state(self.slot, state)
+            if first:
+                self.scoreboard.notify()
         connections = sum(len(p.connections) for p in self.pools)
         self.scoreboard.update(self.slot, now, oldest, self.requests, self._rss(), connections,
                                len(self.inflight))
@@ -250,6 +253,7 @@ class Worker:
         self.retiring = True
         log.info("worker %d (pid %d) retiring: %s", self.number, os.getpid(), why)
         self.scoreboard.set_state(self.slot, sb.RETIRING, reason)
+        self.scoreboard.notify()
 
     # -- what pools call per request ------------------------------------------------------------
 

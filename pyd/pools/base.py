@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import time
 from typing import Any
 
 import gevent
@@ -43,7 +42,8 @@ class Pool:
         self.settings = settings if settings is not None else section.settings
         self.name = _label(section)
         self.log = logging.getLogger(f"pyd.pool.{self.name}")
-        self.connections: dict[Any, float] = {}  # greenlet -> time accepted
+        # greenlet -> what the pool keeps about the connection (None until its handler runs)
+        self.connections: dict[Any, Any] = {}
         self.accepting = False
         self._acceptors: list[gevent.Greenlet] = []
         self._room = Event()
@@ -107,7 +107,7 @@ class Pool:
                     gevent.sleep(0.1)
                 continue
             g = gevent.spawn(self._run, conn, address)
-            self.connections[g] = time.monotonic()
+            self.connections[g] = None
 
     def _run(self, conn: socket.socket, address: Any) -> None:
         token = None
