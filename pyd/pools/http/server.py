@@ -98,12 +98,15 @@ class HTTPServerPool(Pool):
 
     def shutdown(self, graceful: bool) -> bool:
         if graceful:
-            for g, c in list(self.connections.items()):
-                if c is not None and not c.closing:
+            hub = gevent.get_hub()
+            for c in list(self.connections.values()):
+                if isinstance(c, HTTPConnection) and not c.closing:
                     c.closing = True
                     c.h1.closing = True
                     if c.waiting_idle:
-                        g.kill(_Close, block=False)
+                        # Thrown only if it still waits in recv: a greenlet already woken by a
+                        # request must not be interrupted in the middle of answering it.
+                        hub.cancel_wait(c.sock._read_event, _Close())
         return super().shutdown(graceful)
 
 
