@@ -6,6 +6,8 @@ This table drives the parser's validation, defaults, `pyd configtest`, `--name=v
 
 from __future__ import annotations
 
+import ipaddress
+
 from .registry import MAIN, REGISTRY
 from .values import (
     AddressType,
@@ -13,6 +15,7 @@ from .values import (
     Choice,
     Count,
     Duration,
+    FileMode,
     Integer,
     ListOf,
     Network,
@@ -166,11 +169,26 @@ directive("max-connections", Integer(min=1), 10000, scopes=POOLS, example="10000
 directive("real-ip-from", Network(), (), scopes=WEB_POOLS, multiple=True, example="10.0.0.0/8",
           help="Trusted proxies: from these peers, X-Forwarded-For gives REMOTE_ADDR and "
                "X-Forwarded-Proto the URL scheme.")
-directive("access-log", Choice("combined", "json", "off"), "combined", scopes=WEB_POOLS,
+directive("access-log", Choice("combined", "json", "off"), "combined", scopes=HTTP,
           example="json", help="The access log's format, written to channel pyd.http.access; "
                                "off: none.")
 directive("server-tokens", Boolean(), True, scopes=WEB_POOLS, example="off",
           help="Show pyd's version in the Server header (off: just `pyd`).")
+
+
+# -- Pool:FastCGI ---------------------------------------------------------------------------------
+
+directive("allowed-clients", Network(), (ipaddress.ip_network("127.0.0.0/8"),
+                                         ipaddress.ip_network("::1/128")),
+          scopes=FASTCGI, multiple=True, example="10.0.0.0/8",
+          help="Only these peers may connect over TCP; others are closed and logged "
+               "(unix sockets are guarded by socket-mode and socket-owner).")
+directive("socket-mode", FileMode(), None, scopes=POOLS, reload=False, example="0660",
+          help="The permissions of the pool's unix socket listeners.")
+directive("socket-owner", ListOf(String()), None, scopes=POOLS, reload=False,
+          example="www-data www-data",
+          help="The owner (user, optionally group) of the pool's unix socket listeners, so "
+               "that nginx can connect.")
 
 
 @REGISTRY.check(MAIN)
