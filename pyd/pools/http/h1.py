@@ -8,6 +8,14 @@ sizes are all errors. This module adds what llhttp leaves to the server: limits 
 the version (505), Host rules, transfer codings it does not know (501), the request-target's
 form, and framing of responses.
 
+Two llhttp habits need help to keep the result independent of how the bytes were split into
+reads. An unknown method is reported at its first unexpected byte, before the method ends: the
+bytes of the failing request are found again by replaying, on a throwaway parser, what was read
+since the last read that ended between requests (`_carry`, kept up to CARRY_LIMIT bytes), and
+the answer (501 for a well-formed unknown method, else 400) waits for the byte after the token.
+And httptools buffers a header field until it ends, so a head still incomplete after
+HEAD_SLACK bytes more than the limits allow is refused with 431 (counted in whole reads).
+
 httptools parses everything it is fed at once, so pipelined requests arrive as a queue of
 events: `Request`, then `Data` chunks of its body, then `END`. A parse error is queued where it
 happened, after the events of the requests before it, so those are still answered. After END,
@@ -106,15 +114,55 @@ CLOSED = _Sentinel("CLOSED")  # the peer closed between requests
 class _Failure:
     __slots__ = ("error",)
 
-    def __init__(self, error: ProtocolError):
-        self.error = error
+    def __init__(self, error: ProtocolError | None):
+        self.error = error  # None: an unknown method, its status decided when it is seen whole
+
+
+class _Counter:
+    """httptools callbacks that only count complete requests (to replay a stream)."""
+
+    def __init__(self):
+        self.complete = 0
+
+    def on_message_complete(self) -> None:
+        self.complete += 1
+
+
+def _completed(stream: bytes) -> int:
+    counter = _Counter()
+    try:
+        httptools.HttpRequestParser(counter).feed_data(stream)
+    except httptools.HttpParserError:
+        pass
+    return counter.complete
+
+
+def _request_start(stream: bytes) -> int:
+    """Where the request that failed in `stream` (read from a request boundary) begins: the
+    shortest prefix holding every request that completed before the failure."""
+    total = _completed(stream)
+    if not total:
+        return 0
+    lo, hi = 0, len(stream)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _completed(stream[:mid]) >= total:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 _STR_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_METHOD = re.compile(rb"[A-Z]+ ")
+_TOKEN_PREFIX = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]*")
+_HOST = re.compile(rb"(?:\[[0-9A-Za-z:.+\-_~!$&'()*,;=]+\]|[0-9A-Za-z\-._~!$&'()*+,;=%]*)"
+                   rb"(?::[0-9]*)?")
 _SUPPORTED_CODINGS = {b"chunked"}
 
 UNREAD_BODY_LIMIT = 65536  # a body the app left unread is skipped up to this, else we close
+CARRY_LIMIT = 65536  # bytes kept to find an unknown method again; past it the answer is 400
+HEAD_SLACK = 65536  # what an unfinished head may exceed the limits by before it is refused
+METHOD_WINDOW = 64  # a method token longer than this is not waited for: 400
 
 # Response framing modes.
 _NONE, _LENGTH, _CHUNKED, _CLOSE = range(4)
@@ -163,6 +211,11 @@ class H1Connection:
         self._mode = _NONE
         self._left = 0
         self._started = False
+        self._fresh = True  # the parser stands between two requests
+        self._carry: bytes | None = b""  # what was read since a read ended between requests
+        self._head_read = 0
+        self._head_limit = self.limits.max_request_line + self.limits.max_header_size + HEAD_SLACK
+        self._bad_method: bytes | None = None  # the start of a request with an unknown method
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -172,20 +225,67 @@ class H1Connection:
             self._eof = True
             return
         if self._stopped:
+            if self._bad_method is not None and len(self._bad_method) < METHOD_WINDOW:
+                self._bad_method += data[:METHOD_WINDOW]
             return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._stopped = True  # what follows belongs to another protocol; we do not speak it
+            self._upgrade()
         except httptools.HttpParserCallbackError:
             self._fail(self._pending)
         except httptools.HttpParserInvalidMethodError:
-            status = 501 if _METHOD.match(data) else 400
-            self._fail(ProtocolError(status, "unknown or invalid method"))
+            self._unknown_method(data)
         except httptools.HttpParserInvalidURLError:
             self._fail(ProtocolError(400, "invalid request-target"))
         except httptools.HttpParserError as e:
-            self._fail(ProtocolError(400, str(e) or "malformed request"))
+            if self._parser.get_method() == b"PRI":  # the HTTP/2 connection preface
+                self._fail(ProtocolError(505, "HTTP/2.0 is not supported"))
+            else:
+                self._fail(ProtocolError(400, str(e) or "malformed request"))
+        else:
+            if self._fresh:
+                self._carry = b""
+            else:
+                self._unfinished(data)
+
+    def _unfinished(self, data: bytes) -> None:
+        """The read ended inside a request: keep what finding an unknown method would need,
+        and refuse a head that never ends (httptools would buffer it whole)."""
+        carry = self._carry
+        if carry is not None:
+            self._carry = carry + data if len(carry) + len(data) <= CARRY_LIMIT else None
+        if self._in_head:
+            self._head_read += len(data)
+            if self._head_read > self._head_limit:
+                self._fail(ProtocolError(431, "request header fields too large"))
+
+    def _upgrade(self) -> None:
+        """llhttp stops after a request asking to switch protocols (Upgrade). We switch to
+        none: the request is answered as plain HTTP and the connection closes after it. Its
+        body, if any, llhttp would have parsed as the next request: refused instead."""
+        self._stopped = True
+        events = self._events
+        for i in range(len(events) - 1, -1, -1):
+            ev = events[i]
+            if type(ev) is Request:
+                ev.keep_alive = False
+                ev.upgrade = True
+                if ev.has_body:
+                    while len(events) > i:
+                        events.pop()
+                    self._fail(ProtocolError(400, "a request body with Upgrade is not supported"))
+                return
+
+    def _unknown_method(self, data: bytes) -> None:
+        """llhttp met a method it does not know; find the failing request's first bytes."""
+        self._stopped = True
+        start = b""
+        if self._carry is not None:
+            stream = self._carry + data
+            start = stream[_request_start(stream):].lstrip(b"\r\n")[:METHOD_WINDOW]
+        self._bad_method = start
+        self._events.append(_Failure(None))
 
     def _fail(self, error: ProtocolError) -> None:
         self._stopped = True
@@ -227,9 +327,27 @@ class H1Connection:
                 events.popleft()  # the common case: no body, no Data events in between
                 self._paused = True
         elif type(ev) is _Failure:
-            self._failed = ev.error
-            raise ev.error
+            error = ev.error
+            if error is None:
+                error = self._method_error()
+                if error is None:
+                    events.appendleft(ev)
+                    return NEED_DATA
+            self._failed = error
+            raise error
         return ev
+
+    def _method_error(self) -> ProtocolError | None:
+        """400 or 501 for an unknown method, once the byte after the token arrived."""
+        head = self._bad_method or b""
+        end = _TOKEN_PREFIX.match(head).end()
+        if end < len(head):
+            if end and head[end] == 0x20:
+                return ProtocolError(501, "unknown method")
+            return ProtocolError(400, "invalid method")
+        if self._eof or end >= METHOD_WINDOW or self._carry is None:
+            return ProtocolError(400, "invalid method")
+        return None
 
     @property
     def idle(self) -> bool:
@@ -248,6 +366,8 @@ class H1Connection:
         self._head_size = 0
         self._in_head = True
         self._body_size = 0
+        self._fresh = False
+        self._head_read = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -272,9 +392,13 @@ class H1Connection:
             self._raise(ProtocolError(505, f"HTTP/{version} is not supported"))
         url = self._url
         method = parser.get_method().decode("ascii")
+        if method == "CONNECT":
+            self._raise(ProtocolError(501, "CONNECT is not supported"))
         if not url.startswith(b"/") and not (url == b"*" and method == "OPTIONS") and not (
                 url.startswith((b"http://", b"https://"))):
             self._raise(ProtocolError(400, "invalid request-target"))
+        if b"#" in url:
+            self._raise(ProtocolError(400, "a fragment in the request-target"))
         content_length = None
         chunked = expect = False
         host = None
@@ -304,25 +428,28 @@ class H1Connection:
             self._raise(ProtocolError(400, "a request needs exactly one Host header"))
         if hosts > 1:
             self._raise(ProtocolError(400, "more than one Host header"))
+        if host and not _HOST.fullmatch(host):
+            self._raise(ProtocolError(400, "invalid Host header"))
         limit = self.limits.max_body_size
         if limit and content_length is not None and content_length > limit:
             self._raise(ProtocolError(413, "request body too large"))
-        upgrade = method == "CONNECT"
-        if upgrade:
-            self._raise(ProtocolError(405, "CONNECT is not supported"))
         self._events.append(Request(method, url, version, self._headers,
                                     parser.should_keep_alive(), content_length, chunked,
-                                    expect, upgrade, host))
+                                    expect, False, host))
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
         limit = self.limits.max_body_size
         if limit and self._body_size > limit:
+            room = limit - (self._body_size - len(body))
+            if room > 0:  # what fits is delivered, however the body was split into reads
+                self._events.append(Data(body[:room]))
             self._raise(ProtocolError(413, "request body too large"))
         self._events.append(Data(body))
 
     def on_message_complete(self) -> None:
         self._events.append(END)
+        self._fresh = True
 
     def _raise(self, error: ProtocolError) -> None:
         self._pending = error
@@ -340,6 +467,8 @@ class H1Connection:
         req = self.request
         if req is None or self._started:
             raise ProtocolError(500, "no request to answer", local=True)
+        if type(status) is not str or "\n" in status or "\r" in status:
+            raise ProtocolError(500, f"invalid status {status!r}", local=True)
         try:
             code = int(status[:3])
         except ValueError:
@@ -352,22 +481,29 @@ class H1Connection:
             keep_alive = False  # cheaper to close than to read a large body nobody wants
         parts = ["HTTP/1.1 ", status, "\r\n"]
         length = None
+        ours = _DATE | _SERVER
         for name, value in headers:
             lname = _NAMES.get(name)
             if lname is None:
                 lname = _check_name(name)
-            if "\n" in value or "\r" in value or "\0" in value:
+            if type(value) is not str or "\n" in value or "\r" in value or "\0" in value:
                 raise ProtocolError(500, f"invalid value for header {name}", local=True)
-            if lname in _HOP_BY_HOP:
-                if lname == "connection" and "close" in value.lower():
-                    keep_alive = False
-                continue
-            if lname == "content-length":
-                if not value.isdigit():
-                    raise ProtocolError(500, f"invalid Content-Length {value!r}", local=True)
-                length = int(value)
+            kind = _SPECIAL_RESPONSE.get(lname)
+            if kind is not None:
+                if kind == _HOP:
+                    if lname == "connection" and "close" in value.lower():
+                        keep_alive = False
+                    continue
+                if kind == _LENGTH_FIELD:
+                    if not value.isdigit() or (length is not None and int(value) != length):
+                        raise ProtocolError(500, f"invalid Content-Length {value!r}", local=True)
+                    if length is not None or code == 204:
+                        continue  # said once; never on a 204 (RFC 9110 8.6)
+                    length = int(value)
+                else:
+                    ours &= ~kind  # the application's own Date or Server replaces ours
             parts += (name, ": ", value, "\r\n")
-        if length is None and content_length is not None:
+        if length is None and content_length is not None and code not in (204, 304):
             length = content_length
             parts += ("Content-Length: ", str(length), "\r\n")
         if req.method == "HEAD" or code in (204, 304):
@@ -384,7 +520,11 @@ class H1Connection:
             parts.append("Connection: close\r\n")
         elif req.version == "1.0":
             parts.append("Connection: keep-alive\r\n")
-        parts += (date_header(), self.server_line, "\r\n")
+        if ours == _DATE | _SERVER:
+            parts += (date_header(), self.server_line, "\r\n")
+        else:
+            parts += (date_header() if ours & _DATE else "",
+                      self.server_line if ours & _SERVER else "", "\r\n")
         self._mode, self._left = mode, length or 0
         self.keep_alive = keep_alive
         self._started = True
@@ -467,8 +607,13 @@ class H1Connection:
         return b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade",
-               "proxy-connection", "trailer"}
+# Response fields the framing owns: hop-by-hop ones are dropped (PEP 3333 forbids them to
+# applications), Content-Length is checked, Date and Server are added unless the app set them.
+_HOP, _LENGTH_FIELD, _DATE, _SERVER = 0, 1, 2, 4
+_SPECIAL_RESPONSE = {name: _HOP for name in (
+    "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection",
+    "trailer")}
+_SPECIAL_RESPONSE.update({"content-length": _LENGTH_FIELD, "date": _DATE, "server": _SERVER})
 _NAMES: dict[str, str] = {}
 
 
