@@ -159,7 +159,9 @@ class FastCGIServerConnection:
         while True:
             if not self.room.is_set():
                 self.room.wait()
-            idle = not self.requests
+            # Idle means no request between BEGIN_REQUEST and END_REQUEST, not merely none
+            # running yet: a BEGIN_REQUEST may arrive alone, its PARAMS in the next read.
+            idle = not proto.requests_in_flight
             if idle and (self.closing or (not proto.keep_conn and self._seen_request)):
                 return
             timeout = self.pool.keepalive_timeout if idle else self.pool.body_timeout
