@@ -384,3 +384,31 @@ def test_allowed_clients_refuses_and_logs(pyd_factory, site):
 def test_unix_socket_mode(stack):
     _, _, _, sock = stack
     assert stat.S_IMODE(sock.stat().st_mode) == 0o660
+
+
+def test_recycling_behind_nginx_loses_nothing(pyd_factory, site):
+    """Workers retire every 50 requests while nginx reuses its cached upstream connections:
+    no request may fail (a 502 would mean a connection closed under nginx's feet)."""
+    from harness import Load
+
+    port = free_port()
+    sock = site / "fcgi.sock"
+    p = pyd_factory(pyd_config(site, port, sock).replace(
+        "workers 1;", "workers 2;\nmax-requests 50;\ngraceful-timeout 5s;"))
+    p.start()
+    nginx = Nginx(site, port, sock)
+    try:
+        loads = [Load(nginx.port, clients=8, keepalive=True, path=path).start(duration=60)
+                 for path in ("/keep/x", "/unix/x")]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (
+                p.log().count("retiring: served") < 10 or sum(x.total for x in loads) < 2000):
+            time.sleep(0.2)
+        for load in loads:
+            load.stop()
+    finally:
+        nginx.stop()
+    assert p.log().count("retiring: served") >= 10
+    for load in loads:
+        assert load.failed == 0 and load.resets == 0, load.report()
+    assert "upstream prematurely closed" not in (site / "nginx-error.log").read_text()
