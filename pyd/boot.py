@@ -17,7 +17,7 @@ from .config import Config
 from .control import ControlServer, socket_path
 from .daemon import Pidfile, PidfileError
 from .privileges import PrivilegeError, resolve
-from .worker import BootError, build_apps, build_pools
+from .worker import BootError, build_apps, build_pools, enter_cwd
 
 log = logging.getLogger("pyd.master")
 
@@ -66,6 +66,8 @@ def boot_master(m) -> StartResult:
     except lst.ListenError as e:
         return StartResult(False, str(e))
     try:
+        if not config.chroot:  # with chroot, cwd names a directory inside it
+            enter_cwd(config)
         m.apps = build_apps(config, privileged=True)
         m.pools = build_pools(config, m.listeners, m.apps, privileged=True)
     except BootError as e:

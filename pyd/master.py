@@ -66,6 +66,8 @@ class Master:
     def __init__(self, config: Config, overrides: list = (), argv_overrides: list[str] = (),
                  ready_fd: int | None = None, tty: bool = False):
         self.config = config
+        # Re-read (update) and re-executed (upgrade) by this name, whatever the cwd is then.
+        self.config_file = os.path.abspath(config.path)
         self.overrides = list(overrides)
         self.argv_overrides = list(argv_overrides)
         self.ready_fd = ready_fd
@@ -453,7 +455,7 @@ class Master:
         from .config import load
 
         try:
-            new = load(self.config.path, self.overrides)
+            new = load(self.config_file, self.overrides)
         except ConfigError as e:
             log.error("update: the configuration has errors; still serving the old one:\n%s",
                       e.format())

@@ -40,7 +40,7 @@ def _upgrade(m) -> tuple[bool, str]:
     env[lst.INHERIT_ENV] = lst.export(list(m.listeners.values()))
     env[UPGRADE_FD_ENV] = str(w)
     os.set_inheritable(w, True)
-    argv = [sys.executable, "-m", "pyd.cli", "start", "--foreground", "-c", m.config.path,
+    argv = [sys.executable, "-m", "pyd.cli", "start", "--foreground", "-c", m.config_file,
             *m.argv_overrides]
     log.info("upgrade: starting a new master: %s", " ".join(argv[1:]))
     pid = gevent.os.fork_and_watch(callback=lambda watcher: None)

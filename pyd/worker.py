@@ -104,6 +104,21 @@ def _at(section, e: Exception) -> str:
     return Problem(str(e), section.pos).format()
 
 
+def enter_cwd(config: Config) -> None:
+    """Where apps are imported from: `cwd` (made current) and `pythonpath`, first on sys.path.
+
+    The master does this too before it preloads privileged apps, so both import alike.
+    """
+    cwd = config.cwd or os.getcwd()
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise BootError(f"cannot enter cwd {cwd}: {e.strerror}") from None
+    for path in [cwd, *reversed(config.pythonpath)]:
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
 class Worker:
     def __init__(self, config: Config, number: int, slot: int, scoreboard: sb.Scoreboard,
                  listeners: Mapping[str, Listener], *, apps: Mapping[str, AppInstance] = (),
@@ -161,14 +176,7 @@ class Worker:
             drop(resolve(self.config.user, self.config.group), self.config.chroot)
         except (PrivilegeError, OSError) as e:
             raise BootError(f"cannot drop privileges: {e}") from None
-        cwd = self.config.cwd or os.getcwd()
-        try:
-            os.chdir(cwd)
-        except OSError as e:
-            raise BootError(f"cannot enter cwd {cwd}: {e.strerror}") from None
-        for path in [cwd, *reversed(self.config.pythonpath)]:
-            if path not in sys.path:
-                sys.path.insert(0, path)
+        enter_cwd(self.config)
         self.apps.update(build_apps(self.config, privileged=False))
         for pool in self.pools:  # preloaded by the master: adopt them
             pool.worker = self
