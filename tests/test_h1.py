@@ -449,6 +449,16 @@ def test_an_answer_before_the_body_skips_a_small_body_and_keeps_the_connection()
     assert c.next_event().target == b"/first"
 
 
+def test_an_answer_after_a_bad_body_closes():
+    c = conn()
+    c.receive_data(post(CHUNKED, b"zz\r\n"))
+    c.next_event()
+    with pytest.raises(ProtocolError):
+        c.next_event()  # the app read the body and got the error, but answers anyway
+    _, headers, _ = parse_response(c.respond("200 OK", [], b""))
+    assert headers["connection"] == ["close"] and not c.keep_alive
+
+
 def test_an_answer_before_a_large_body_closes():
     c = conn(Limits(max_body_size=None))
     c.receive_data(post(b"Content-Length: 1000000\r\n", b"x" * 10))

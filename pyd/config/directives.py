@@ -174,6 +174,23 @@ directive("access-log", Choice("combined", "json", "off"), "combined", scopes=HT
                                "off: none.")
 directive("server-tokens", Boolean(), True, scopes=WEB_POOLS, example="off",
           help="Show pyd's version in the Server header (off: just `pyd`).")
+directive("gzip", Boolean(), False, scopes=HTTP, example="on",
+          help="Compress responses on the fly with the best coding the client accepts "
+               "(Accept-Encoding q-values): gzip always, brotli and zstd when the `brotli` and "
+               "`zstandard` packages are installed (`pip install pyd[compress]`). Only "
+               "`compress-types` above `compress-min-length`; never ranges, HEAD, 204/304, "
+               "bodies already encoded or marked `Cache-Control: no-transform`.")
+directive("compress-types", ListOf(String()), ("text/*", "application/json",
+                                               "application/javascript", "application/xml",
+                                               "image/svg+xml"),
+          scopes=HTTP, example="text/* application/json",
+          help="Content types `gzip` compresses; `type/*` matches a whole family.")
+directive("compress-min-length", Size(), 1024, scopes=HTTP, example="1K",
+          help="Responses known to be shorter are sent as they are; a streamed response of "
+               "unknown length is compressed.")
+directive("compress-level", Integer(min=1, max=9), 4, scopes=HTTP, example="4",
+          help="1 (fastest) to 9 (smallest): the level of gzip, the quality of brotli and the "
+               "level of zstd.")
 
 
 # -- Pool:FastCGI ---------------------------------------------------------------------------------

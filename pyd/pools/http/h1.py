@@ -475,7 +475,7 @@ class H1Connection:
             code = 0
         if not 200 <= code <= 599 or (len(status) > 3 and status[3] != " "):
             raise ProtocolError(500, f"invalid status {status!r}", local=True)
-        keep_alive = req.keep_alive and not self.closing
+        keep_alive = req.keep_alive and not self.closing and self._failed is None
         if not self._body_done and (req.chunked or (req.content_length or 0) - self._body_size
                                     > UNREAD_BODY_LIMIT):
             keep_alive = False  # cheaper to close than to read a large body nobody wants

@@ -29,6 +29,9 @@ class Router:
         self.routes = sorted(routes, key=lambda r: len(r.prefix), reverse=True)
         self.only = self.routes[0] if len(self.routes) == 1 and self.routes[0].prefix == "/" \
             else None
+        # `/api` for a location `/api/`: redirected even when a shorter location matches it
+        self.redirects = {r.prefix[:-1]: r.prefix for r in self.routes
+                          if len(r.prefix) > 1 and r.prefix.endswith("/")}
 
     def match(self, path: str) -> Route | None:
         if self.only is not None:
@@ -39,11 +42,8 @@ class Router:
         return None
 
     def redirect_for(self, path: str) -> str | None:
-        """`/api` for a location `/api/`: where to send the client (as nginx does)."""
-        for route in self.routes:
-            if route.prefix.endswith("/") and path + "/" == route.prefix:
-                return route.prefix
-        return None
+        """`/api/` for `/api` when a location is `/api/` (as nginx does), else None."""
+        return self.redirects.get(path) if self.redirects else None
 
 
 def split_target(target: bytes) -> tuple[bytes, bytes]:

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket as _stdsocket
 import time
 from typing import Any
 
 import gevent
 from gevent import socket
+from gevent.socket import wait_write
 
 from ..base import Pool
 from . import wsgi
 from .accesslog import AccessLog
 from .apps import location_app, resolve_app
+from .compress import Compression
 from .h1 import (
     CLOSED,
     END,
@@ -35,6 +38,7 @@ from .h1 import (
 from .routing import BadTarget, Route, Router, decode_path, split_target
 
 RECV_SIZE = 65536
+SENDFILE_CHUNK = 1 << 20  # one sendfile(2) call at most, so other greenlets get their turn
 LINGER_TIME = 2.0  # after the last response: read and drop what the client still sends
 LINGER_BYTES = 1 << 20
 
@@ -79,6 +83,7 @@ class HTTPServerPool(Pool):
         self.server_tokens = s["server-tokens"]
         self.trusted = tuple(s["real-ip-from"])
         self.access = AccessLog.create(s["access-log"], self.name)
+        self.compression = Compression.from_settings(s)
         self.router: Router | None = None
         self.scheme = "http"
 
@@ -125,6 +130,10 @@ class HTTPConnection:
         self._timeout: float | None = None
         self.status = ""
         self.body_bytes = 0
+        self.compression = pool.compression
+        self.encoder = None  # compressing the current response's body
+        self.accept: str | None = None  # the current request's Accept-Encoding
+        self.method = ""
         family = sock.family
         if family in (_stdsocket.AF_INET, _stdsocket.AF_INET6):
             try:
@@ -260,6 +269,8 @@ class HTTPConnection:
         self._pending = b""
         self.status = ""
         self.body_bytes = 0
+        self.encoder = self.accept = None
+        self.method = req.method
         try:
             raw_path, query = split_target(req.target)
             try:
@@ -267,9 +278,10 @@ class HTTPConnection:
             except BadTarget:
                 self.simple(400, "Bad Request\n")
                 return
-            route = pool.router.match(path) if pool.router else None
-            if route is None:
-                redirect = pool.router.redirect_for(path) if pool.router else None
+            router = pool.router
+            route = router.match(path) if router else None
+            redirect = router.redirect_for(path) if router else None
+            if route is None or redirect:
                 if redirect:
                     location = redirect + ("?" + query.decode("latin-1") if query else "")
                     self.simple(301, "Moved Permanently\n", [("Location", location)])
@@ -305,10 +317,21 @@ class HTTPConnection:
                 env[key] = old + ("; " if key == "HTTP_COOKIE" else ", ") + text
         if self.trusted:
             _apply_forwarded(env)
+        if self.compression is not None:
+            self.accept = env.get("HTTP_ACCEPT_ENCODING")
         return env
 
     def pull_body(self) -> bytes:
-        """The next piece of the request body for wsgi.input; b"" at its end."""
+        """The next piece of the request body for wsgi.input; b"" at its end.
+
+        The client's mistakes (a malformed or too large body, 408) reach the app as
+        wsgi.ClientError: answered with their status, not logged as the app's failure."""
+        try:
+            return self._pull_body()
+        except ProtocolError as e:
+            raise wsgi.ClientError(e.status, e.reason) from None
+
+    def _pull_body(self) -> bytes:
         h1 = self.h1
         while True:
             ev = h1.next_event()
@@ -338,6 +361,11 @@ class HTTPConnection:
     # -- the transport wsgi.run writes through --------------------------------------------------
 
     def respond(self, status: str, headers: list, body: bytes) -> None:
+        if self.compression is not None:
+            encoder, headers = self.compression.decide(self.method, status, headers, len(body),
+                                                       self.accept)
+            if encoder is not None:
+                body = encoder.whole(body)
         data = self.h1.respond(status, headers, body)
         self.headers_sent = True
         self.status = status
@@ -345,11 +373,18 @@ class HTTPConnection:
         self._send(data)
 
     def start(self, status: str, headers: list, content_length: int | None) -> None:
+        if self.compression is not None:
+            self.encoder, headers = self.compression.decide(self.method, status, headers,
+                                                            content_length, self.accept)
+            if self.encoder is not None:
+                content_length = None
         self._pending = self.h1.start_response(status, headers, content_length)
         self.headers_sent = True
         self.status = status
 
     def write(self, data: bytes) -> None:
+        if self.encoder is not None:
+            data = self.encoder.compress(data)
         out = self.h1.body(data)
         self.body_bytes += len(data)
         if self._pending:
@@ -360,7 +395,7 @@ class HTTPConnection:
 
     def sendfile(self, file: Any, offset: int, count: int | None) -> bool:
         mode = self.h1.body_mode
-        if count is None or mode == "chunked":
+        if count is None or mode == "chunked" or self.encoder is not None:
             return False
         if self._pending:
             self._send(self._pending)
@@ -368,15 +403,37 @@ class HTTPConnection:
         if count and mode == "raw":
             self.h1.body_sent(count)
             self.on_wire = True
-            try:
-                self._set_send_timeout()
-                self.sock.sendfile(file, offset, count)
-            except OSError:
-                raise wsgi.ClientGone() from None
+            self._sendfile(file.fileno(), offset, count)
             self.body_bytes += count
         return True
 
+    def _sendfile(self, fd: int, offset: int, count: int) -> None:
+        """sendfile(2) on the non-blocking socket, waiting for room cooperatively (gevent's
+        socket.sendfile() reads the file and send()s it instead)."""
+        out = self.sock.fileno()
+        timeout = self.pool.send_timeout
+        while count:
+            try:
+                sent = os.sendfile(out, fd, offset, min(count, SENDFILE_CHUNK))
+            except BlockingIOError:
+                try:
+                    wait_write(out, timeout=timeout)
+                except (TimeoutError, OSError):
+                    raise wsgi.ClientGone() from None
+                continue
+            except OSError:
+                raise wsgi.ClientGone() from None
+            if not sent:
+                raise RuntimeError("the file is shorter than the length announced for it")
+            offset += sent
+            count -= sent
+
     def finish(self) -> None:
+        if self.encoder is not None:
+            tail = self.encoder.finish()
+            self.encoder = None
+            self.body_bytes += len(tail)
+            self._pending += self.h1.body(tail)
         out = self._pending + self.h1.end()
         self._pending = b""
         if out:
@@ -386,10 +443,12 @@ class HTTPConnection:
         """The app failed: its status (400, 408, 413) or a 500 if nothing went out yet, else
         cut the response off. Either way the connection closes after it."""
         self._pending = b""
+        self.encoder = None
         if self.on_wire:
             self.h1.abort()
             return
-        status = exc.status if isinstance(exc, ProtocolError) and not exc.local else 500
+        status = exc.status if isinstance(exc, (ProtocolError, wsgi.ClientError)) and not \
+            exc.local else 500
         self.status = str(status)
         self._send(self.h1.error_response(status))
 

@@ -14,7 +14,7 @@ import re
 import stat
 from email.utils import formatdate, parsedate_to_datetime
 
-from .compress import accepts
+from .compress import accepts, choose
 from .wsgi import FileWrapper
 
 MAX_RANGES = 16
@@ -89,6 +89,7 @@ class StaticFiles:
         encoding = None
         accept = environ.get("HTTP_ACCEPT_ENCODING", "")
         if accept:
+            siblings = {}
             for coding, suffix in _PRECOMPRESSED:
                 if accepts(accept, coding):
                     try:
@@ -96,8 +97,10 @@ class StaticFiles:
                     except OSError:
                         continue
                     if stat.S_ISREG(cst.st_mode) and self._inside(full + suffix):
-                        full, st, encoding = full + suffix, cst, coding
-                        break
+                        siblings[coding] = (full + suffix, cst)
+            if siblings:  # the client's preference (q-values) decides, not our order
+                encoding = choose(accept, tuple(siblings))
+                full, st = siblings[encoding]
         size = st.st_size
         etag = f'"{int(st.st_mtime):x}-{size:x}{"-" + encoding if encoding else ""}"'
         last_modified = formatdate(st.st_mtime, usegmt=True)

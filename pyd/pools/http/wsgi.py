@@ -20,6 +20,17 @@ class ClientGone(Exception):
     """The client closed the connection; nothing more can be sent."""
 
 
+class ClientError(Exception):
+    """The client's request body was bad (400, 413) or too slow (408): reading wsgi.input
+    raises it; the answer is its status, and it is not the application's failure."""
+
+    local = False
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+
+
 class Transport(Protocol):
     headers_sent: bool
 
@@ -232,6 +243,10 @@ def run(app: Callable, environ: dict, t: Transport, errors: logging.Logger = log
         t.finish()
     except ClientGone:
         raise
+    except ClientError as e:
+        log.info("%s %s: %s (%d)", environ.get("REQUEST_METHOD"),
+                 environ.get("REQUEST_URI") or environ.get("PATH_INFO"), e, e.status)
+        t.fail(e)
     except Exception as e:
         errors.error("the application failed on %s %s", environ.get("REQUEST_METHOD"),
                      environ.get("REQUEST_URI") or environ.get("PATH_INFO"), exc_info=True)
