@@ -62,6 +62,9 @@ def bind(address: Address, *, mode: int | None = None, owner: tuple[int, int] | 
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted sockets inherit it (Linux): a response written in parts never waits on
+        # Nagle and a delayed ACK, and no connection pays a setsockopt of its own.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if family == socket.AF_INET6:
             # [::]:80 and 0.0.0.0:80 may both be listed, as in nginx.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

@@ -16,7 +16,6 @@ from typing import Any
 
 import gevent
 from gevent import socket
-from gevent.socket import wait_write
 
 from ..base import Pool
 from . import wsgi
@@ -41,6 +40,7 @@ RECV_SIZE = 65536
 SENDFILE_CHUNK = 1 << 20  # one sendfile(2) call at most, so other greenlets get their turn
 LINGER_TIME = 2.0  # after the last response: read and drop what the client still sends
 LINGER_BYTES = 1 << 20
+SWEEP_INTERVAL = 1.0  # how often deadlines are checked: timeouts are this precise
 
 
 class _Close(Exception):
@@ -66,6 +66,10 @@ def environ_key(name: bytes) -> str:
     return key
 
 
+class _Expired(Exception):
+    """Thrown by the pool's sweeper into a connection that waited past its deadline."""
+
+
 class HTTPServerPool(Pool):
     connection_is_request = False
 
@@ -86,6 +90,14 @@ class HTTPServerPool(Pool):
         self.compression = Compression.from_settings(s)
         self.router: Router | None = None
         self.scheme = "http"
+        # The environ keys every request of this pool shares; a request copies this dict.
+        self.template = {
+            "SERVER_SOFTWARE": "pyd", "GATEWAY_INTERFACE": "CGI/1.1",
+            "wsgi.version": (1, 0), "wsgi.url_scheme": self.scheme,
+            "wsgi.errors": _ERRORS, "wsgi.multithread": False, "wsgi.multiprocess": True,
+            "wsgi.run_once": False, "wsgi.file_wrapper": wsgi.FileWrapper,
+        }
+        self._sweeper: gevent.Greenlet | None = None
 
     def load(self, apps: dict) -> None:
         routes = []
@@ -96,67 +108,77 @@ class HTTPServerPool(Pool):
             routes.append(Route(loc.arg, location_app(loc, apps), loc))
         self.router = Router(routes)
 
+    def start(self) -> None:
+        super().start()
+        self._sweeper = gevent.spawn(self._sweep)
+
     def handle(self, conn: socket.socket, address: Any) -> None:
         c = HTTPConnection(self, conn, address)
         self.connections[gevent.getcurrent()] = c
         c.run()
 
+    def _sweep(self) -> None:
+        """Timeouts, once a second for every connection: cheaper than a timer per read."""
+        hub = gevent.get_hub()
+        while True:
+            gevent.sleep(SWEEP_INTERVAL)
+            now = time.monotonic()
+            for c in list(self.connections.values()):
+                if type(c) is HTTPConnection and c.waiting and now > c.deadline:
+                    c.expire(hub)
+
     def shutdown(self, graceful: bool) -> bool:
         if graceful:
             hub = gevent.get_hub()
             for c in list(self.connections.values()):
-                if isinstance(c, HTTPConnection) and not c.closing:
+                if type(c) is HTTPConnection and not c.closing:
                     c.closing = True
                     c.h1.closing = True
-                    if c.waiting_idle:
+                    if c.waiting == "idle":
                         # Thrown only if it still waits in recv: a greenlet already woken by a
                         # request must not be interrupted in the middle of answering it.
                         hub.cancel_wait(c.sock._read_event, _Close())
-        return super().shutdown(graceful)
+        done = super().shutdown(graceful)
+        if done and self._sweeper is not None:
+            self._sweeper.kill(block=False)
+        return done
+
+    def close_all(self) -> None:
+        super().close_all()
+        if self._sweeper is not None:
+            self._sweeper.kill(block=False)
 
 
 class HTTPConnection:
-    """One client connection: its h1 state, its environ template, its transport methods."""
+    """One client connection: its h1 state, its waits and deadlines, its transport methods."""
+
+    __slots__ = ("pool", "sock", "raw", "h1", "closing", "waiting", "deadline", "head_deadline",
+                 "headers_sent", "on_wire", "_pending", "status", "body_bytes", "encoder",
+                 "accept", "method", "remote_addr", "remote_port", "server", "trusted")
 
     def __init__(self, pool: HTTPServerPool, sock: socket.socket, address: Any):
         self.pool = pool
         self.sock = sock
+        self.raw = sock._sock  # the non-blocking socket under gevent's: tried before waiting
         self.h1 = H1Connection(pool.limits, pool.server_tokens)
         self.closing = False
-        self.waiting_idle = False
+        self.waiting = ""  # what a blocked read or write waits for: idle, head, body, send
+        self.deadline = 0.0  # ... and until when (the sweeper's business)
+        self.head_deadline = 0.0
         self.headers_sent = False
         self.on_wire = False  # some of this response's bytes were sent
         self._pending = b""
-        self._timeout: float | None = None
         self.status = ""
         self.body_bytes = 0
-        self.compression = pool.compression
         self.encoder = None  # compressing the current response's body
         self.accept: str | None = None  # the current request's Accept-Encoding
         self.method = ""
-        family = sock.family
-        if family in (_stdsocket.AF_INET, _stdsocket.AF_INET6):
-            try:
-                sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-            remote_addr, remote_port = address[0], str(address[1])
-            local = sock.getsockname()
-            server_name, server_port = local[0], str(local[1])
+        if isinstance(address, tuple):
+            self.remote_addr, self.remote_port = address[0], str(address[1])
         else:
-            remote_addr, remote_port = "", ""
-            server_name, server_port = "localhost", "0"
-        scheme = pool.scheme
-        self.trusted = bool(pool.trusted) and _trusted(remote_addr, pool.trusted)
-        self.remote_addr = remote_addr
-        self.base = {
-            "SERVER_NAME": server_name, "SERVER_PORT": server_port,
-            "REMOTE_ADDR": remote_addr, "REMOTE_PORT": remote_port,
-            "SERVER_SOFTWARE": "pyd", "GATEWAY_INTERFACE": "CGI/1.1",
-            "wsgi.version": (1, 0), "wsgi.url_scheme": scheme,
-            "wsgi.errors": _ERRORS, "wsgi.multithread": False, "wsgi.multiprocess": True,
-            "wsgi.run_once": False, "wsgi.file_wrapper": wsgi.FileWrapper,
-        }
+            self.remote_addr, self.remote_port = "", ""
+        self.server: tuple[str, str] | None = None  # SERVER_NAME and _PORT, when first needed
+        self.trusted = bool(pool.trusted) and _trusted(self.remote_addr, pool.trusted)
 
     # -- the connection's life ------------------------------------------------------------------
 
@@ -176,7 +198,9 @@ class HTTPConnection:
                 if type(ev) is Request:
                     self.handle_request(ev)
                     if not h1.keep_alive:
-                        self.linger()
+                        if ev.keep_alive or h1.idle is False:
+                            # We close, not the client: it may be sending more already.
+                            self.linger()
                         return
                     continue
                 if ev is CLOSED:
@@ -189,53 +213,64 @@ class HTTPConnection:
     def read(self) -> bool:
         """Feed the next bytes; False when the connection should end."""
         h1 = self.h1
-        if h1.idle:
-            if self.closing:
-                self.close_idle()
-                return False
-            timeout = self.pool.keepalive_timeout
-            self.waiting_idle = True
-            deadline = None
-        else:
-            deadline = self._head_deadline
-            timeout = max(0.0, deadline - time.monotonic())
-        if timeout != self._timeout:
-            self.sock.settimeout(timeout)
-            self._timeout = timeout
-        try:
-            data = self.sock.recv(RECV_SIZE)
-        except _Close:
-            self.waiting_idle = False
+        idle = h1.idle
+        if idle and self.closing:
             self.close_idle()
             return False
-        except TimeoutError:
-            if deadline is not None:
+        try:
+            if idle:
+                data = self._recv("idle", time.monotonic() + self.pool.keepalive_timeout)
+            else:
+                data = self._recv("head", self.head_deadline)
+        except _Close:
+            self.close_idle()
+            return False
+        except _Expired:
+            if not idle:
                 self.send_error(ProtocolError(408, "request header timeout"))
             return False
         except OSError:
             return False
-        finally:
-            self.waiting_idle = False
-        if h1.idle and data:
-            self._head_deadline = time.monotonic() + self.pool.header_timeout
+        if idle and data:
+            self.head_deadline = time.monotonic() + self.pool.header_timeout
         h1.receive_data(data)
         return True
 
-    _head_deadline = 0.0
+    def _recv(self, waiting: str, deadline: float) -> bytes:
+        """One read: at once if bytes are there, else wait (the sweeper enforces deadline)."""
+        try:
+            return self.raw.recv(RECV_SIZE)
+        except BlockingIOError:
+            pass
+        sock = self.sock
+        self.waiting, self.deadline = waiting, deadline
+        try:
+            while True:
+                sock._wait(sock._read_event)
+                try:
+                    return self.raw.recv(RECV_SIZE)
+                except BlockingIOError:
+                    continue
+        finally:
+            self.waiting = ""
+
+    def expire(self, hub) -> None:
+        """The sweeper found us waiting past the deadline: wake the wait with _Expired."""
+        watcher = self.sock._write_event if self.waiting == "send" else self.sock._read_event
+        hub.cancel_wait(watcher, _Expired())
 
     def close_idle(self) -> None:
         """Close a keep-alive connection between requests without dropping a request: one that
         already arrived is served first; otherwise FIN, then read until the client closes."""
         try:
-            pending = self.sock.recv(RECV_SIZE, _stdsocket.MSG_PEEK | _stdsocket.MSG_DONTWAIT)
+            pending = self.raw.recv(RECV_SIZE, _stdsocket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
             pending = None
         except OSError:
             return
         if pending:
-            data = self.sock.recv(RECV_SIZE)
-            self.h1.receive_data(data)
-            self._head_deadline = time.monotonic() + self.pool.header_timeout
+            self.h1.receive_data(self.raw.recv(RECV_SIZE))
+            self.head_deadline = time.monotonic() + self.pool.header_timeout
             self.h1.closing = True
             self.run()  # serves it with Connection: close, then returns
             return
@@ -244,18 +279,16 @@ class HTTPConnection:
     def linger(self) -> None:
         """Half-close and drain what the client still sends, so our last bytes are not lost
         to a reset (nginx's lingering close)."""
-        sock = self.sock
         try:
-            sock.shutdown(_stdsocket.SHUT_WR)
-            sock.settimeout(LINGER_TIME)
+            self.sock.shutdown(_stdsocket.SHUT_WR)
             total = 0
             deadline = time.monotonic() + LINGER_TIME
-            while total < LINGER_BYTES and time.monotonic() < deadline:
-                data = sock.recv(RECV_SIZE)
+            while total < LINGER_BYTES:
+                data = self._recv("linger", deadline)
                 if not data:
                     break
                 total += len(data)
-        except OSError:
+        except (OSError, _Expired, _Close):
             pass
 
     # -- one request ----------------------------------------------------------------------------
@@ -264,7 +297,7 @@ class HTTPConnection:
         pool = self.pool
         worker = pool.worker
         token = worker.request_started(req) if worker is not None else None
-        started = time.monotonic()
+        started = time.monotonic() if pool.access is not None else 0.0
         self.headers_sent = self.on_wire = False
         self._pending = b""
         self.status = ""
@@ -297,14 +330,20 @@ class HTTPConnection:
                 pool.access.log(self, req, started)
 
     def environ(self, req: Request, route: Route, path: str, query: bytes) -> dict:
-        env = self.base.copy()
+        env = self.pool.template.copy()
+        server = self.server
+        if server is None:
+            server = self.server = _server_address(self.sock)
+        env["SERVER_NAME"], env["SERVER_PORT"] = server
+        env["REMOTE_ADDR"] = self.remote_addr
+        env["REMOTE_PORT"] = self.remote_port
         env["REQUEST_METHOD"] = req.method
         env["SCRIPT_NAME"] = route.script_name
         env["PATH_INFO"] = path[len(route.script_name):] if route.script_name else path
         env["QUERY_STRING"] = query.decode("latin-1") if query else ""
         env["REQUEST_URI"] = env["RAW_URI"] = req.target.decode("latin-1")
         env["SERVER_PROTOCOL"] = "HTTP/1.1" if req.version == "1.1" else "HTTP/1.0"
-        env["wsgi.input"] = wsgi.BodyReader(self.pull_body if req.has_body else None)
+        env["wsgi.input"] = wsgi.BodyReader(self.pull_body) if req.has_body else _NO_BODY
         for name, value in req.headers:
             key = _ENV_NAMES.get(name) or environ_key(name)
             if not key:
@@ -317,7 +356,7 @@ class HTTPConnection:
                 env[key] = old + ("; " if key == "HTTP_COOKIE" else ", ") + text
         if self.trusted:
             _apply_forwarded(env)
-        if self.compression is not None:
+        if self.pool.compression is not None:
             self.accept = env.get("HTTP_ACCEPT_ENCODING")
         return env
 
@@ -343,12 +382,9 @@ class HTTPConnection:
                 req = h1.request
                 if req is not None and req.expect_continue:
                     self._send(h1.informational())
-                if self._timeout != self.pool.body_timeout:
-                    self.sock.settimeout(self.pool.body_timeout)
-                    self._timeout = self.pool.body_timeout
                 try:
-                    data = self.sock.recv(RECV_SIZE)
-                except TimeoutError:
+                    data = self._recv("body", time.monotonic() + self.pool.body_timeout)
+                except _Expired:
                     raise ProtocolError(408, "request body timeout") from None
                 except OSError:
                     raise wsgi.ClientGone() from None
@@ -361,9 +397,10 @@ class HTTPConnection:
     # -- the transport wsgi.run writes through --------------------------------------------------
 
     def respond(self, status: str, headers: list, body: bytes) -> None:
-        if self.compression is not None:
-            encoder, headers = self.compression.decide(self.method, status, headers, len(body),
-                                                       self.accept)
+        compression = self.pool.compression
+        if compression is not None:
+            encoder, headers = compression.decide(self.method, status, headers, len(body),
+                                                  self.accept)
             if encoder is not None:
                 body = encoder.whole(body)
         data = self.h1.respond(status, headers, body)
@@ -373,9 +410,10 @@ class HTTPConnection:
         self._send(data)
 
     def start(self, status: str, headers: list, content_length: int | None) -> None:
-        if self.compression is not None:
-            self.encoder, headers = self.compression.decide(self.method, status, headers,
-                                                            content_length, self.accept)
+        compression = self.pool.compression
+        if compression is not None:
+            self.encoder, headers = compression.decide(self.method, status, headers,
+                                                       content_length, self.accept)
             if self.encoder is not None:
                 content_length = None
         self._pending = self.h1.start_response(status, headers, content_length)
@@ -410,16 +448,13 @@ class HTTPConnection:
     def _sendfile(self, fd: int, offset: int, count: int) -> None:
         """sendfile(2) on the non-blocking socket, waiting for room cooperatively (gevent's
         socket.sendfile() reads the file and send()s it instead)."""
-        out = self.sock.fileno()
-        timeout = self.pool.send_timeout
+        sock = self.sock
+        out = sock.fileno()
         while count:
             try:
                 sent = os.sendfile(out, fd, offset, min(count, SENDFILE_CHUNK))
             except BlockingIOError:
-                try:
-                    wait_write(out, timeout=timeout)
-                except (TimeoutError, OSError):
-                    raise wsgi.ClientGone() from None
+                self._wait_writable()
                 continue
             except OSError:
                 raise wsgi.ClientGone() from None
@@ -427,6 +462,16 @@ class HTTPConnection:
                 raise RuntimeError("the file is shorter than the length announced for it")
             offset += sent
             count -= sent
+
+    def _wait_writable(self) -> None:
+        sock = self.sock
+        self.waiting, self.deadline = "send", time.monotonic() + self.pool.send_timeout
+        try:
+            sock._wait(sock._write_event)
+        except (_Expired, OSError):
+            raise wsgi.ClientGone() from None
+        finally:
+            self.waiting = ""
 
     def finish(self) -> None:
         if self.encoder is not None:
@@ -466,20 +511,37 @@ class HTTPConnection:
             return
         self.linger()
 
-    def _set_send_timeout(self) -> None:
-        if self._timeout != self.pool.send_timeout:
-            self.sock.settimeout(self.pool.send_timeout)
-            self._timeout = self.pool.send_timeout
-
     def _send(self, data: bytes) -> None:
+        """Write it all: at once when the socket has room (the common case), else in parts."""
         self.on_wire = True
+        raw = self.raw
         try:
-            if self._timeout != self.pool.send_timeout:
-                self.sock.settimeout(self.pool.send_timeout)
-                self._timeout = self.pool.send_timeout
-            self.sock.sendall(data)
+            sent = raw.send(data)
+        except BlockingIOError:
+            sent = 0
         except OSError:
             raise wsgi.ClientGone() from None
+        if sent == len(data):
+            return
+        view = memoryview(data)[sent:]
+        while view:
+            self._wait_writable()
+            try:
+                view = view[raw.send(view):]
+            except BlockingIOError:
+                continue
+            except OSError:
+                raise wsgi.ClientGone() from None
+
+
+def _server_address(sock) -> tuple[str, str]:
+    try:
+        local = sock.getsockname()
+    except OSError:
+        return "localhost", "0"
+    if isinstance(local, tuple):
+        return local[0], str(local[1])
+    return "localhost", "0"
 
 
 def _trusted(addr: str, networks: tuple) -> bool:
@@ -501,4 +563,5 @@ def _apply_forwarded(env: dict) -> None:
 
 
 _ERRORS = wsgi.ErrorStream()
+_NO_BODY = wsgi.BodyReader(None)  # one for every request without a body: it holds nothing
 _APP_ERRORS = logging.getLogger("pyd.http")
