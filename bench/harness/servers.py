@@ -7,6 +7,7 @@ returns a Running handle, or raises Unavailable with a one-line reason the repor
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -253,7 +254,7 @@ http {{
 
 def nginx_hello_and_static(site: Site) -> str:
     return f"""        location / {{ return 200 "Hello, World!"; }}
-        location /static/ {{ alias {site.static_dir}/; }}"""
+        location /static/ {{ root {site.root}; }}"""
 
 
 class Pyd:
@@ -345,6 +346,23 @@ class Pyd:
             return
         if procs.tree(pid) and _cmdline_mentions(pid, str(self.paths(site)["conf"])):
             self.stop_master(site, pid)
+
+    def fingerprint(self) -> str:
+        """HEAD and a hash of uncommitted changes outside bench/: equal means the same pyd."""
+        repo = ["git", "-C", str(BENCH.parent)]
+        head = _first_line([*repo, "rev-parse", "HEAD"])
+        diff = subprocess.run([*repo, "diff", "HEAD", "--", ".", ":!bench"],
+                              capture_output=True).stdout
+        untracked = subprocess.run([*repo, "ls-files", "--others", "--exclude-standard",
+                                    "--", ".", ":!bench"], capture_output=True, text=True).stdout
+        digest = hashlib.sha1(diff)
+        for name in sorted(untracked.split()):
+            digest.update(name.encode())
+            try:
+                digest.update((BENCH.parent / name).read_bytes())
+            except OSError:
+                pass
+        return f"{head}:{digest.hexdigest()[:12]}"
 
     def version(self) -> str:
         head = _first_line(["git", "-C", str(BENCH.parent), "rev-parse", "--short", "HEAD"])

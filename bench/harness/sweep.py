@@ -74,18 +74,20 @@ def run_sweep(plan: Plan, root, log=lambda s: print(s, file=sys.stderr, flush=Tr
                     done += 1
                     key = (name, scenario.name, workers)
                     if key in unavailable:
-                        # Did not start in an earlier round: do not pay its start timeout again.
+                        # Hung at start in an earlier round: do not pay its timeout again. A quick
+                        # failure is tried again: pyd's tree may be mid-change, not broken.
                         m = Measurement(name, scenario.name, workers, round_ + 1,
                                         status="unavailable", reason=unavailable[key])
                     else:
                         site = Site(root=root, app=scenario.app, port=procs.free_port(),
                                     workers=workers, static=scenario.static)
+                        began = time.monotonic()
                         m = measure(server_for(servers, name, scenario), site, name=name, scenario=scenario.name,
                                     check=scenario.check,
                                     wrk_cmd=lambda d, s=scenario, p=site.port:
                                         wrk_command(s, root, p, d),
                                     duration=plan.duration, warmup=plan.warmup, round_=round_ + 1)
-                        if m.status == "unavailable":
+                        if m.status == "unavailable" and time.monotonic() - began > 10:
                             unavailable[key] = m.reason
                         settle()
                     plan.measurements.append(m)
