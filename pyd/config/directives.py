@@ -158,6 +158,15 @@ directive("send-timeout", Duration(min=0.001), 60.0, scopes=WEB_POOLS, example="
                "connection closes.")
 directive("client-max-body-size", Size(), 1 << 20, scopes=WEB_POOLS, example="10M",
           help="Larger request bodies are refused with 413; 0: no limit.")
+directive("request-buffering", Boolean(), False, scopes=HTTP, example="on",
+          help="Read the whole request body before the app runs (slow uploads then hold no "
+               "app resources); off: the app reads it from the connection as it arrives.")
+directive("client-body-buffer-size", Size(min=1024), 65536, scopes=HTTP, example="1M",
+          help="With request-buffering: bodies up to this size stay in memory, larger ones go "
+               "to a temporary file.")
+directive("client-body-temp-path", Path(), None, scopes=HTTP, example="/var/tmp/pyd",
+          help="Where request-buffering puts large bodies; default: the system's temporary "
+               "directory.")
 directive("max-request-line", Size(min=256), 8192, scopes=HTTP, example="8K",
           help="A longer request-target is refused with 414.")
 directive("max-header-size", Size(min=1024), 65536, scopes=HTTP, example="64K",

@@ -88,6 +88,9 @@ class HTTPServerPool(Pool):
         self.trusted = tuple(s["real-ip-from"])
         self.access = AccessLog.create(s["access-log"], self.name)
         self.compression = Compression.from_settings(s)
+        self.buffering = s["request-buffering"]
+        self.buffer_size = s["client-body-buffer-size"]
+        self.temp_path = s["client-body-temp-path"]
         self.router: Router | None = None
         self.scheme = "http"
         # The environ keys every request of this pool shares; a request copies this dict.
@@ -321,8 +324,17 @@ class HTTPConnection:
                 else:
                     self.simple(404, "Not Found\n")
                 return
-            environ = self.environ(req, route, path, query)
-            wsgi.run(route.app, environ, self, _APP_ERRORS)
+            try:
+                environ = self.environ(req, route, path, query)
+            except wsgi.ClientError as e:  # request-buffering: the body was refused
+                self.fail(e)
+                return
+            body = environ["wsgi.input"]  # ours: middleware may put a wrapper in its place
+            try:
+                wsgi.run(route.app, environ, self, _APP_ERRORS)
+            finally:
+                if body is not _NO_BODY:
+                    body.close()
         finally:
             if token is not None:
                 worker.request_finished(token)
@@ -343,7 +355,13 @@ class HTTPConnection:
         env["QUERY_STRING"] = query.decode("latin-1") if query else ""
         env["REQUEST_URI"] = env["RAW_URI"] = req.target.decode("latin-1")
         env["SERVER_PROTOCOL"] = "HTTP/1.1" if req.version == "1.1" else "HTTP/1.0"
-        env["wsgi.input"] = wsgi.BodyReader(self.pull_body) if req.has_body else _NO_BODY
+        if not req.has_body:
+            env["wsgi.input"] = _NO_BODY
+        elif self.pool.buffering:
+            env["wsgi.input"] = wsgi.spool(self.pull_body, self.pool.buffer_size,
+                                           self.pool.temp_path)
+        else:
+            env["wsgi.input"] = wsgi.BodyReader(self.pull_body)
         for name, value in req.headers:
             key = _ENV_NAMES.get(name) or environ_key(name)
             if not key:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -96,11 +97,15 @@ class ErrorStream:
             self._partial = ""
 
 
+MAX_LINE = 65536  # readline() without a size returns at most this much
+
+
 class BodyReader:
     """wsgi.input over a pull function that returns the next body chunk (b"" at the end).
 
     Nothing is read from the client before the app asks for it, and never more than one
-    chunk beyond what the app asked for is held in memory.
+    chunk beyond what the app asked for is held in memory: readline() without a size stops
+    at MAX_LINE, so a body without newlines cannot pile up by surprise.
     """
 
     __slots__ = ("_pull", "_buf", "_done", "bytes_read")
@@ -123,13 +128,21 @@ class BodyReader:
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
-            while self._more():
-                pass
-            data, self._buf = self._buf, b""
+            size = -1
+        parts = [self._buf]
+        have = len(self._buf)
+        while (size < 0 or have < size) and not self._done:
+            chunk = self._pull()
+            if not chunk:
+                self._done = True
+                break
+            parts.append(chunk)  # joined once: repeated += would copy the body many times
+            have += len(chunk)
+        data = b"".join(parts) if len(parts) > 1 else parts[0]
+        if 0 <= size < len(data):
+            data, self._buf = data[:size], data[size:]
         else:
-            while len(self._buf) < size and self._more():
-                pass
-            data, self._buf = self._buf[:size], self._buf[size:]
+            self._buf = b""
         self.bytes_read += len(data)
         return data
 
@@ -143,6 +156,8 @@ class BodyReader:
         return data
 
     def readline(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            size = MAX_LINE
         while True:
             end = self._buf.find(b"\n") + 1
             if end or (size is not None and 0 <= size <= len(self._buf)):
@@ -178,6 +193,23 @@ class BodyReader:
 
     def close(self) -> None:
         pass
+
+
+def spool(pull: Callable[[], bytes], memory: int, directory: str | None = None) -> Any:
+    """The whole body, read now: in memory up to `memory` bytes, in a temporary file beyond
+    (request-buffering). Seeked to its start, ready to be wsgi.input."""
+    f = tempfile.SpooledTemporaryFile(max_size=memory, dir=directory)
+    try:
+        while True:
+            chunk = pull()
+            if not chunk:
+                break
+            f.write(chunk)
+    except BaseException:
+        f.close()
+        raise
+    f.seek(0)
+    return f
 
 
 def run(app: Callable, environ: dict, t: Transport, errors: logging.Logger = log) -> None:
