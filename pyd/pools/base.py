@@ -19,6 +19,10 @@ from ..listeners import Listener
 
 log = logging.getLogger("pyd.pool")
 
+# handle() returns this when the connection lives on without its greenlet (an HTTP keep-alive
+# connection parked while idle): the socket stays open and the pool keeps track of it.
+KEEP_OPEN = object()
+
 
 class Pool:
     """Base of every pool. Users subclass it for `Pool:name { class module:Class; ... }`.
@@ -109,26 +113,32 @@ class Pool:
             g = gevent.spawn(self._run, conn, address)
             self.connections[g] = None
 
-    def _run(self, conn: socket.socket, address: Any) -> None:
+    def _run(self, conn: socket.socket, address: Any, resume: Any = None) -> None:
+        """A connection's greenlet: handle it (or `resume()` a parked one), then close it."""
         token = None
         if self.connection_is_request and self.worker is not None:
             token = self.worker.request_started(f"{self.name} connection from {address}")
+        kept = None
         try:
-            self.handle(conn, address)
+            kept = self.handle(conn, address) if resume is None else resume()
         except (ConnectionError, TimeoutError, gevent.GreenletExit):
             pass
         except Exception:
             self.log.exception("error in %s handling a connection from %s", self.name, address)
         finally:
-            try:
-                conn.close()
-            except OSError:
-                pass
             self.connections.pop(gevent.getcurrent(), None)
-            if not self._room.is_set() and len(self.connections) < self.max_connections:
-                self._room.set()
+            if kept is not KEEP_OPEN:
+                self.closed(conn)
             if token is not None:
                 self.worker.request_finished(token)
+
+    def closed(self, conn: socket.socket) -> None:
+        try:
+            conn.close()
+        except OSError:
+            pass
+        if not self._room.is_set() and len(self.connections) < self.max_connections:
+            self._room.set()
 
     def handle(self, conn: socket.socket, address: Any) -> None:
         raise NotImplementedError

@@ -7,6 +7,7 @@ idle keep-alive connections politely and lets busy ones finish with `Connection:
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import logging
 import os
@@ -17,7 +18,7 @@ from typing import Any
 import gevent
 from gevent import socket
 
-from ..base import Pool
+from ..base import KEEP_OPEN, Pool
 from . import wsgi
 from .accesslog import AccessLog
 from .apps import location_app, resolve_app
@@ -40,7 +41,9 @@ RECV_SIZE = 65536
 SENDFILE_CHUNK = 1 << 20  # one sendfile(2) call at most, so other greenlets get their turn
 LINGER_TIME = 2.0  # after the last response: read and drop what the client still sends
 LINGER_BYTES = 1 << 20
-SWEEP_INTERVAL = 1.0  # how often deadlines are checked: timeouts are this precise
+SWEEP_INTERVAL = 0.5  # how often deadlines are checked: timeouts are this precise
+PARK_AFTER = 0.5  # idle this long, a keep-alive connection gives up its greenlet
+TRIM_AFTER_PARKING = 256  # parked this many at once: hand the freed stacks back to the OS
 
 
 class _Close(Exception):
@@ -68,6 +71,10 @@ def environ_key(name: bytes) -> str:
 
 class _Expired(Exception):
     """Thrown by the pool's sweeper into a connection that waited past its deadline."""
+
+
+class _Park(Exception):
+    """Thrown by the sweeper into a connection idle for PARK_AFTER: park it."""
 
 
 class HTTPServerPool(Pool):
@@ -115,20 +122,56 @@ class HTTPServerPool(Pool):
         super().start()
         self._sweeper = gevent.spawn(self._sweep)
 
-    def handle(self, conn: socket.socket, address: Any) -> None:
+    def handle(self, conn: socket.socket, address: Any) -> Any:
         c = HTTPConnection(self, conn, address)
         self.connections[gevent.getcurrent()] = c
-        c.run()
+        return c.run()
+
+    # -- parking: an idle keep-alive connection costs a watcher, not a greenlet -----------------
+
+    def park(self, c: HTTPConnection) -> None:
+        """Keep `c` open without its greenlet; a new greenlet resumes it when bytes arrive."""
+        watcher = c.sock._read_event  # the socket's own: no greenlet waits on it now
+        c.parked = watcher
+        self.connections[c] = c
+        watcher.start(self._unpark, c)
+
+    def _unpark(self, c: HTTPConnection) -> None:
+        """Bytes arrived (or a drain wants it closed): resume the connection in a greenlet."""
+        self._stop_watching(c)
+        g = gevent.spawn(self._run, c.sock, None, c.run)
+        self.connections[g] = c
+
+    def _stop_watching(self, c: HTTPConnection) -> None:
+        c.parked.stop()
+        c.parked = None
+        self.connections.pop(c, None)
 
     def _sweep(self) -> None:
-        """Timeouts, once a second for every connection: cheaper than a timer per read."""
+        """Timeouts and parking, once a second for every connection: cheaper than a timer
+        per read."""
         hub = gevent.get_hub()
         while True:
             gevent.sleep(SWEEP_INTERVAL)
             now = time.monotonic()
+            park_before = now + self.keepalive_timeout - PARK_AFTER
+            parking = 0
             for c in list(self.connections.values()):
-                if type(c) is HTTPConnection and c.waiting and now > c.deadline:
-                    c.expire(hub)
+                if type(c) is not HTTPConnection:
+                    continue
+                if c.parked is not None:
+                    if now > c.deadline:  # keepalive-timeout: just close it
+                        self._stop_watching(c)
+                        self.closed(c.sock)
+                elif c.waiting:
+                    if now > c.deadline:
+                        c.expire(hub)
+                    elif c.waiting == "idle" and c.deadline < park_before and not c.closing:
+                        hub.cancel_wait(c.sock._read_event, _Park())
+                        parking += 1
+            if parking >= TRIM_AFTER_PARKING:
+                gevent.sleep(0)  # let them park first
+                _trim_heap()
 
     def shutdown(self, graceful: bool) -> bool:
         if graceful:
@@ -137,7 +180,9 @@ class HTTPServerPool(Pool):
                 if type(c) is HTTPConnection and not c.closing:
                     c.closing = True
                     c.h1.closing = True
-                    if c.waiting == "idle":
+                    if c.parked is not None:
+                        self._unpark(c)  # resumed with closing set: it closes politely
+                    elif c.waiting == "idle":
                         # Thrown only if it still waits in recv: a greenlet already woken by a
                         # request must not be interrupted in the middle of answering it.
                         hub.cancel_wait(c.sock._read_event, _Close())
@@ -147,6 +192,10 @@ class HTTPServerPool(Pool):
         return done
 
     def close_all(self) -> None:
+        for c in [c for c in self.connections.values()
+                  if type(c) is HTTPConnection and c.parked is not None]:
+            self._stop_watching(c)
+            self.closed(c.sock)
         super().close_all()
         if self._sweeper is not None:
             self._sweeper.kill(block=False)
@@ -156,6 +205,7 @@ class HTTPConnection:
     """One client connection: its h1 state, its waits and deadlines, its transport methods."""
 
     __slots__ = ("pool", "sock", "raw", "h1", "closing", "waiting", "deadline", "head_deadline",
+                 "parked",
                  "headers_sent", "on_wire", "_pending", "status", "body_bytes", "encoder",
                  "accept", "method", "remote_addr", "remote_port", "server", "trusted")
 
@@ -168,6 +218,7 @@ class HTTPConnection:
         self.waiting = ""  # what a blocked read or write waits for: idle, head, body, send
         self.deadline = 0.0  # ... and until when (the sweeper's business)
         self.head_deadline = 0.0
+        self.parked = None  # the read watcher while parked (no greenlet)
         self.headers_sent = False
         self.on_wire = False  # some of this response's bytes were sent
         self._pending = b""
@@ -185,7 +236,8 @@ class HTTPConnection:
 
     # -- the connection's life ------------------------------------------------------------------
 
-    def run(self) -> None:
+    def run(self) -> Any:
+        """Serve requests until the connection ends (None) or is parked (KEEP_OPEN)."""
         h1 = self.h1
         try:
             while True:
@@ -193,10 +245,10 @@ class HTTPConnection:
                     ev = h1.next_event()
                 except ProtocolError as e:
                     self.send_error(e)
-                    return
+                    return None
                 if ev is NEED_DATA:
                     if not self.read():
-                        return
+                        return KEEP_OPEN if self.parked is not None else None
                     continue
                 if type(ev) is Request:
                     self.handle_request(ev)
@@ -227,6 +279,9 @@ class HTTPConnection:
                 data = self._recv("head", self.head_deadline)
         except _Close:
             self.close_idle()
+            return False
+        except _Park:
+            self.pool.park(self)
             return False
         except _Expired:
             if not idle:
@@ -550,6 +605,23 @@ class HTTPConnection:
                 continue
             except OSError:
                 raise wsgi.ClientGone() from None
+
+
+def _load_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _load_trim()
+
+
+def _trim_heap() -> None:
+    """glibc keeps freed greenlet stacks in its heap; thousands parked at once are worth
+    giving back."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _server_address(sock) -> tuple[str, str]:
