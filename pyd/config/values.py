@@ -10,7 +10,6 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 
@@ -242,16 +241,19 @@ class Duration(ValueType):
         parts = text.replace(",", " ").split()
         if not parts:
             raise BadValue(f"expected {self.expected}, got an empty value")
-        total_ms = Decimal(0)
+        total_ms = 0  # exact integer arithmetic (and no decimal module in every process)
         for part in parts:
             if not _DURATION_WORD.fullmatch(part):
                 raise BadValue(f"invalid duration {_q(text)}: expected {self.expected}")
             for number, unit in _DURATION_PIECE.findall(part):
-                total_ms += Decimal(number) * _DURATION_MS[unit or None]
-        if total_ms != total_ms.to_integral_value():
-            raise BadValue(f"{_q(text)} is finer than a millisecond")
+                whole, _, fraction = number.partition(".")
+                scaled = int(whole + fraction) * _DURATION_MS[unit or None]
+                ms, rest = divmod(scaled, 10 ** len(fraction))
+                if rest:
+                    raise BadValue(f"{_q(text)} is finer than a millisecond")
+                total_ms += ms
         hi = MAX_DURATION if self.max is None else min(self.max, MAX_DURATION)
-        if total_ms < Decimal(str(self.min)) * 1000 or total_ms > Decimal(str(hi)) * 1000:
+        if total_ms < round(self.min * 1000) or total_ms > round(hi * 1000):
             raise BadValue(f"{text} is out of range: expected {self.format_one(self.min)} to "
                            f"{self.format_one(hi)}")
         return int(total_ms) / 1000
