@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import compare, env, procs, wrk  # noqa: E402
-from harness.servers import PYD_PYTHON, START_TIMEOUT, Pyd, Site, Unavailable  # noqa: E402
+from harness.servers import START_TIMEOUT, Pyd, Site, Unavailable  # noqa: E402
 
 RSS_TARGET_MB = 30
 START_WORKERS = 4
@@ -60,8 +60,8 @@ def start_time(session, log) -> dict:
         conf = pyd.paths(site)["conf"]
         conf.write_text(pyd.config(site))
         t0 = time.monotonic()
-        proc = subprocess.Popen([PYD_PYTHON, "-m", "pyd.cli", "start", "-c", str(conf)],
-                                cwd=site.root, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(pyd.cli("start", conf), cwd=site.root, env=pyd.cli_env(),
+                                stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         first = returned = None
         while time.monotonic() - t0 < START_TIMEOUT:
@@ -128,8 +128,8 @@ def recycles(session, chunk: float, cap: float, log) -> dict:
                 totals[kind] += getattr(r, f"errors_{kind}")
             log(f"recycles: {retired_count(pyd.paths(site)['log'])} workers retired, "
                 f"{totals['requests']:,} requests, {totals['errors']} failed")
-        status = subprocess.run([PYD_PYTHON, "-m", "pyd.cli", "fullstatus", "-c",
-                                 str(pyd.paths(site)["conf"])], capture_output=True, text=True,
+        status = subprocess.run(pyd.cli("fullstatus", pyd.paths(site)["conf"]),
+                                env=pyd.cli_env(), capture_output=True, text=True,
                                 timeout=30).stdout
     finally:
         running.stop()

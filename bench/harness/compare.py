@@ -20,7 +20,7 @@ from . import env, procs, wrk
 from .measure import Measurement, measure, settle
 from .report import portable
 from .scenarios import make_root
-from .servers import BENCH, Site
+from .servers import BENCH, Pyd, Site
 from .sweep import Summary, describe, elapsed
 
 
@@ -44,11 +44,15 @@ def arguments(description: str, *, duration: float = 5.0, repeat: int = 3,
     p.add_argument("--repeat", type=int, metavar="N",
                    help=f"rounds (default {repeat}; 1 with --quick)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--pyd-rev", metavar="REV",
+                   help="run pyd from a clean export of this commit, not the working tree")
     if extra:
         extra(p)
     args = p.parse_args()
     args.duration = args.duration or (2.0 if args.quick else duration)
     args.repeat = args.repeat or (1 if args.quick else repeat)
+    if args.pyd_rev:
+        Pyd.use_revision(args.pyd_rev)
     # A TERM unwinds like Ctrl-C, so a running server is still stopped.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     return args

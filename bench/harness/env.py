@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .servers import BENCH, PYD_PYTHON, VENV
+from .servers import BENCH, PYD_PYTHON, VENV, Pyd
 
 # gunicorn 27.0.1 imports `packaging` without declaring it.
 PEERS = ["gunicorn", "gevent", "granian", "uwsgi", "packaging"]
@@ -63,7 +63,7 @@ def ensure_debian() -> None:
 def pyd_importable() -> str | None:
     """None if the system python3 imports pyd, else why not."""
     p = subprocess.run([PYD_PYTHON, "-c", "import pyd"], capture_output=True, text=True,
-                       cwd=tempfile.gettempdir())
+                       cwd=tempfile.gettempdir(), env=Pyd.cli_env())
     return None if p.returncode == 0 else (p.stderr.strip().splitlines() or ["?"])[-1]
 
 

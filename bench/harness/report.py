@@ -109,7 +109,9 @@ def commands(root: Path, servers: dict, scenario_cmds: dict[str, str]) -> list[s
         out.append("# Granian, static scenario: adds --static-path-route /static "
                    "--static-path-mount $ROOT/static")
     out.append("# pyd")
-    out.append(shlex.join(servers["pyd"].command(site)) + "   # then `pyd stop -c` the same file")
+    pythonpath = f"PYTHONPATH=<git archive {Pyd.revision[:7]} pyd> " if Pyd.source else ""
+    out.append(pythonpath + shlex.join(servers["pyd"].command(site))
+               + "   # then `pyd stop -c` the same file")
     out.append("# nginx")
     out.append(shlex.join(servers["nginx"].command(site)))
     out.append("```")

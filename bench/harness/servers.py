@@ -7,10 +7,13 @@ returns a Running handle, or raises Unavailable with a one-line reason the repor
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -260,10 +263,41 @@ def nginx_hello_and_static(site: Site) -> str:
 class Pyd:
     """pyd from the repository, started with `pyd start -c FILE` (it daemonizes) and `pyd stop`.
 
-    `pool` is the pool section's body beyond `listen`; `top` adds top-level directives.
+    `pool_extra` adds lines to the pool section; `top` adds top-level directives. By default pyd
+    runs from the working tree; after use_revision() from a clean export of one commit.
     """
 
     name, title = "pyd", "pyd"
+    source: Path | None = None      # a directory holding an exported pyd/ package
+    revision: str | None = None
+
+    @classmethod
+    def use_revision(cls, rev: str) -> None:
+        """Run pyd from `git archive REV` (in /tmp, readable by nobody) instead of the working
+        tree, which other people may be editing while a sweep runs."""
+        repo = ["git", "-C", str(BENCH.parent)]
+        sha = subprocess.run([*repo, "rev-parse", "--verify", f"{rev}^{{commit}}"],
+                             capture_output=True, text=True)
+        if sha.returncode != 0:
+            raise SystemExit(f"bench: not a commit: {rev}")
+        dest = Path(tempfile.mkdtemp(prefix="pyd-bench-src-", dir="/tmp"))
+        archive = subprocess.run([*repo, "archive", sha.stdout.strip(), "pyd"],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+        subprocess.run(["chmod", "-R", "a+rX", str(dest)], check=True)
+        atexit.register(shutil.rmtree, dest, ignore_errors=True)
+        cls.source, cls.revision = dest, sha.stdout.strip()
+
+    @classmethod
+    def cli(cls, verb: str, conf: Path) -> list[str]:
+        return [PYD_PYTHON, "-m", "pyd.cli", verb, "-c", str(conf)]
+
+    @classmethod
+    def cli_env(cls) -> dict[str, str]:
+        """The environment for pyd's commands: the export first on sys.path, when there is one."""
+        if cls.source is None:
+            return dict(os.environ)
+        return os.environ | {"PYTHONPATH": str(cls.source)}
 
     def __init__(self, pool_type: str = "HTTPServer", *, access_log: str | None = "off",
                  top: list[str] = (), pool_extra: list[str] = ()):
@@ -291,13 +325,13 @@ class Pyd:
         return "\n".join(lines)
 
     def command(self, site: Site) -> list[str]:
-        return [PYD_PYTHON, "-m", "pyd.cli", "start", "-c", str(self.paths(site)["conf"])]
+        return self.cli("start", self.paths(site)["conf"])
 
     def _cli(self, site: Site, verb: str, timeout: float) -> subprocess.CompletedProcess:
-        cmd = [PYD_PYTHON, "-m", "pyd.cli", verb, "-c", str(self.paths(site)["conf"])]
+        cmd = self.cli(verb, self.paths(site)["conf"])
         try:
             return subprocess.run(cmd, cwd=site.root, capture_output=True, text=True,
-                                  timeout=timeout, stdin=subprocess.DEVNULL)
+                                  timeout=timeout, stdin=subprocess.DEVNULL, env=self.cli_env())
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(cmd, -1, "", f"`pyd {verb}` took over {timeout}s")
 
@@ -349,6 +383,8 @@ class Pyd:
 
     def fingerprint(self) -> str:
         """HEAD and a hash of uncommitted changes outside bench/: equal means the same pyd."""
+        if self.revision:
+            return self.revision
         repo = ["git", "-C", str(BENCH.parent)]
         head = _first_line([*repo, "rev-parse", "HEAD"])
         diff = subprocess.run([*repo, "diff", "HEAD", "--", ".", ":!bench"],
@@ -365,6 +401,8 @@ class Pyd:
         return f"{head}:{digest.hexdigest()[:12]}"
 
     def version(self) -> str:
+        if self.revision:
+            return f"{self.revision[:7]} (a clean export of that commit)"
         head = _first_line(["git", "-C", str(BENCH.parent), "rev-parse", "--short", "HEAD"])
         status = subprocess.run(["git", "-C", str(BENCH.parent), "status", "--porcelain",
                                  "--", ".", ":!bench"], capture_output=True, text=True).stdout
