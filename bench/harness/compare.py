@@ -63,6 +63,7 @@ class Session:
 
     def __init__(self, name: str):
         self.name = name
+        self.lock_note = env.exclusive()
         self.argv = shlex.join(sys.argv[1:])
         self.started = datetime.datetime.now(datetime.UTC)
         self.clock = time.monotonic()
@@ -83,6 +84,8 @@ class Session:
                  f"{self.started:%Y-%m-%d %H:%M} (UTC), in {elapsed(self.clock)}.", ""]
         if self.interrupted:
             lines += ["**Interrupted: some figures are missing.**", ""]
+        if self.lock_note:
+            lines += [f"**Note: {self.lock_note}.**", ""]
         lines += ["Machine: " + ", ".join(f"{k} {v}" for k, v in self.machine.items()) + ".", "",
                   "Versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()) + ".", ""]
         return lines

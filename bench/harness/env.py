@@ -5,12 +5,14 @@ Installs only what is missing, so a second run starts at once.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from .servers import BENCH, PYD_PYTHON, VENV, Pyd
@@ -19,6 +21,37 @@ from .servers import BENCH, PYD_PYTHON, VENV, Pyd
 PEERS = ["gunicorn", "gevent", "granian", "uwsgi", "packaging"]
 PEER_BINARIES = ["gunicorn", "granian", "uwsgi"]
 APT = ["nginx", "wrk"]
+
+
+LOCK_PATH = Path("/tmp/pyd-bench.lock")
+_held: list[int] = []
+
+
+def exclusive(wait_s: float = 1800.0) -> str | None:
+    """Hold the machine-wide benchmark lock for the rest of this process's life.
+
+    Two benchmarks at once on two cores measure each other. Waits up to wait_s for another
+    holder; returns None once held, or a note for the report if it ran without the lock.
+    """
+    fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline, told = time.monotonic() + wait_s, False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if not told:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "?"
+                log(f"another benchmark is running ({holder}); waiting up to {wait_s / 60:.0f} min")
+                told = True
+            if time.monotonic() > deadline:
+                os.close(fd)
+                return "another benchmark ran at the same time (lock not obtained): disturbed figures"
+            time.sleep(2)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)}\n".encode(), 0)
+    _held.append(fd)  # closed when the process exits, which releases the lock
+    return None
 
 
 def log(msg: str) -> None:
