@@ -18,8 +18,8 @@ from gevent.lock import Semaphore
 
 from ..base import Pool
 from ..http import wsgi
-from ..http.apps import location_app, resolve_app
-from ..http.routing import Route, Router
+from ..http.apps import build_router
+from ..http.routing import Router
 from . import protocol as fcgi
 
 log = logging.getLogger("pyd.fastcgi")
@@ -79,13 +79,7 @@ class FastCGIPool(Pool):
 
     def load(self, apps: dict) -> None:
         self.apps = apps
-        routes = []
-        default = self.section.settings["app"]
-        if default is not None:
-            routes.append(Route("/", resolve_app(default, apps), self.section))
-        for loc in self.section.blocks("location"):
-            routes.append(Route(loc.arg, location_app(loc, apps), loc))
-        self.router = Router(routes)
+        self.router = build_router(self.section, apps)
 
     def handle(self, sock, address: Any) -> None:
         if sock.family in (_stdsocket.AF_INET, _stdsocket.AF_INET6) and not _allowed(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ...apps import RefError, import_ref
+from .routing import Route, Router
 from .static import StaticFiles
 
 
@@ -22,6 +23,17 @@ def resolve_app(ref: str, apps: dict) -> Callable:
     if not callable(app):
         raise RefError(f"{ref} is not callable: a WSGI app is app(environ, start_response)")
     return app
+
+
+def build_router(section, apps: dict):
+    """The routes of a web pool: its `app` at `/` and each `location`, longest prefix first."""
+    routes = []
+    default = section.settings["app"]
+    if default is not None:
+        routes.append(Route("/", resolve_app(default, apps), section))
+    for loc in section.blocks("location"):
+        routes.append(Route(loc.arg, location_app(loc, apps), loc))
+    return Router(routes)
 
 
 def location_app(loc, apps: dict) -> Callable:

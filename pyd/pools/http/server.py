@@ -21,7 +21,7 @@ from gevent import socket
 from ..base import KEEP_OPEN, Pool
 from . import wsgi
 from .accesslog import AccessLog
-from .apps import location_app, resolve_app
+from .apps import build_router
 from .compress import Compression
 from .h1 import (
     CLOSED,
@@ -110,13 +110,7 @@ class HTTPServerPool(Pool):
         self._sweeper: gevent.Greenlet | None = None
 
     def load(self, apps: dict) -> None:
-        routes = []
-        default = self.section.settings["app"]
-        if default is not None:
-            routes.append(Route("/", resolve_app(default, apps), self.section))
-        for loc in self.section.blocks("location"):
-            routes.append(Route(loc.arg, location_app(loc, apps), loc))
-        self.router = Router(routes)
+        self.router = build_router(self.section, apps)
 
     def start(self) -> None:
         super().start()
