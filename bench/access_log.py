@@ -69,7 +69,7 @@ def main() -> int:
               f"{args.repeat} interleaved rounds of {args.duration:g} s. The access log goes "
               "to pyd's log file (channel pyd.http.access, the default route).", ""]
     lines += summary_table(sorted(sums, key=lambda s: list(titles).index(s.server)), titles)
-    lines += ["", "| format | / access-log off | lines written per run (median) |", "|---|---|---|"]
+    lines += ["", "| format | / access-log off | access lines per server run, warm-up included (median) |", "|---|---|---|"]
     for fmt, server in servers.items():
         if fmt == "off":
             continue

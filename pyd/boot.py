@@ -41,11 +41,10 @@ def boot_master(m) -> StartResult:
         identity = resolve(config.user, config.group)
     except PrivilegeError as e:
         return StartResult(False, str(e))
-    owner = (identity.uid, identity.gid) if identity.switch else None
     try:
-        pydlog.setup(config, tty=m.tty, owner=owner)
-    except OSError as e:
-        return StartResult(False, f"cannot open the log file {config.log_file}: {e.strerror}")
+        pydlog.setup(config, tty=m.tty)
+    except pydlog.LogSetupError as e:
+        return StartResult(False, str(e))
     if identity.warning:
         log.warning("%s", identity.warning)
     preload_modules(config)
@@ -182,6 +181,7 @@ def apply_config(m, new: Config) -> list[str]:
 
     Raises ApplyError (nothing changed) when a new listener cannot be bound.
     """
+    from . import log as pydlog
     from .apps import class_settings, make_app
 
     old: Config = m.config
@@ -216,6 +216,10 @@ def apply_config(m, new: Config) -> list[str]:
     except BootError as e:
         raise ApplyError(e.message) from None
     m.config = new
+    try:
+        pydlog.setup(new, tty=m.tty)  # before the new workers fork: they inherit the routes
+    except pydlog.LogSetupError as e:
+        warnings.append(f"logging unchanged: {e}")
     if new.min_workers is None and new.max_workers is None:
         m.set_target(new.workers)
     else:

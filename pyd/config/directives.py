@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from ..log.endpoint import EndpointType
+from ..log.formats import SYSLOG_FACILITIES
 from .registry import MAIN, REGISTRY
 from .values import (
     AddressType,
@@ -97,6 +99,113 @@ directive("log-level", Choice("debug", "info", "warning", "error", "critical"), 
 directive("verbose-tty", Boolean(), False, reload=False, example="on",
           help="Stay attached to the terminal and copy the log there (development mode, "
                "as `pyd start --verbose-tty=1`).")
+
+# -- Log sections: routes of channels to files, streams, syslog and GELF (pyd/log) ------------
+# The main log's rotation is the log-rotate-* and log-compress top-level directives.
+
+LOG = "Log"
+_LEVEL = Choice("debug", "info", "warning", "error", "critical")
+
+section("Log", None, scope=LOG,
+        example="Log:errors { channels pyd.*, shop.*; level warning; "
+                "file /var/log/pyd/error.log; format json; }",
+        help="A route for log records: the channels it takes from a level on, one target "
+             "(`file`, `stdout`, `stderr`, `syslog` or `gelf`) and a format. Its records also "
+             "reach the main log unless `propagate off`.")
+directive("channels", ListOf(String(pattern=r"[A-Za-z0-9_.*?\[\]!-]+",
+                                    expected="a channel name or glob such as pyd.* or shop",
+                                    example="pyd.*")),
+          ("*",), scopes=LOG, example="pyd.*, shop.*",
+          help="Logger names this route takes: a plain name takes that logger and its children "
+               "(`shop` takes `shop.views`), a glob matches whole names (`pyd.*`, `cron.*`, "
+               "`*`). Channels: `pyd.master`, `pyd.worker`, `pyd.pool.NAME`, `pyd.http`, "
+               "`pyd.http.access`, `pyd.wsgi.errors`, `pyd.fastcgi`, `app.NAME`, `cron.NAME`, "
+               "`process.NAME`, `pyd.log`, and any `logging.getLogger()` name of your apps.")
+directive("level", _LEVEL, "info", scopes=LOG, example="warning",
+          help="The least severity this route takes.")
+directive("file", Path(), None, scopes=LOG, example="/var/log/pyd/error.log",
+          help="Target: append to this file (the master writes it for every process; its "
+               "directory is created).")
+directive("stdout", Boolean(), False, scopes=LOG, example="",
+          help="Target: the master's standard output.")
+directive("stderr", Boolean(), False, scopes=LOG, example="",
+          help="Target: the master's standard error.")
+directive("syslog", EndpointType(514, unix=True), None, scopes=LOG, example="unix:/dev/log",
+          help="Target: a syslog server (RFC 3164 messages), over the local socket, UDP or TCP "
+               "(newline-framed).")
+directive("facility", Choice(*SYSLOG_FACILITIES), "user", scopes=LOG, example="local0",
+          help="The syslog facility of the messages.")
+directive("gelf", EndpointType(12201, unix=False), None, scopes=LOG,
+          example="udp://graylog.example.com:12201",
+          help="Target: a Graylog GELF input, over UDP (compressed, chunked) or TCP; records' "
+               "`extra` fields (request_id, ...) become GELF fields, with the pid, file and line.")
+directive("format", Choice("text", "json", "gelf", "message"), None, scopes=LOG,
+          example="json",
+          help="text: time, level, pid, channel, message (the main log's format); json: one "
+               "object a line; gelf: GELF JSON; message: the message alone (an access log in "
+               "`combined` or `json`, as nginx writes it). Default: gelf for gelf targets, else "
+               "text.")
+directive("propagate", Boolean(), True, scopes=LOG, example="off",
+          help="off: what this route takes is not also written to the main log (an access "
+               "log of its own).")
+directive("rotate-size", Size(), 0, scopes=LOG, example="100M",
+          help="Rotate the file when it reaches this size; the old one is renamed "
+               "`NAME-YYYYmmdd-HHMMSS`. 0: never.")
+directive("rotate-every", Duration(), 0.0, scopes=LOG, example="1d",
+          help="Rotate the file at every multiple of this interval in local time (1d: at "
+               "midnight, 1h: on the hour); an empty file is left as it is. 0: never.")
+directive("rotate-keep", Integer(min=0), 7, scopes=LOG, example="14",
+          help="How many rotated files to keep; older ones are deleted. 0: keep them all.")
+directive("compress", Choice("gzip", "zstd", "off"), "gzip", scopes=LOG, example="zstd",
+          help="How rotated files are compressed, by the master, away from requests (zstd "
+               "needs the `zstandard` package: `pip install pyd[compress]`).")
+directive("log-rotate-size", Size(), 0, example="100M",
+          help="`rotate-size` for the main log (or rotate it with logrotate and `pyd "
+               "reopenlog`: init/logrotate).")
+directive("log-rotate-every", Duration(), 0.0, example="1d",
+          help="`rotate-every` for the main log.")
+directive("log-rotate-keep", Integer(min=0), 7, example="14",
+          help="`rotate-keep` for the main log.")
+directive("log-compress", Choice("gzip", "zstd", "off"), "gzip", example="zstd",
+          help="`compress` for the main log's rotated files.")
+
+
+@REGISTRY.check(LOG)
+def _log_target(get, at):
+    targets = [n for n in ("file", "stdout", "stderr", "syslog", "gelf") if get(n)]
+    if not targets:
+        yield at(None), "a Log section needs a target: file, stdout, stderr, syslog or gelf"
+        return
+    for extra in targets[1:]:
+        yield at(extra), f"a Log section has one target: {targets[0]} or {extra}, not both"
+    target, fmt = targets[0], get("format")
+    if target == "gelf" and fmt not in (None, "gelf"):
+        yield at("format"), f"a gelf target takes format gelf, not {fmt}"
+    if target == "syslog" and fmt == "gelf":
+        yield at("format"), "a syslog target takes format text, json or message"
+    if target != "file":
+        for name in ("rotate-size", "rotate-every", "rotate-keep", "compress"):
+            if get(name) != REGISTRY.directives_in(LOG)[name].default:
+                yield at(name), f"{name} applies to file targets only"
+    if target != "syslog" and get("facility") != "user":
+        yield at("facility"), "facility applies to syslog targets only"
+    if target == "file" and get("compress") == "zstd" and not _have("zstandard"):
+        yield at("compress"), ("compress zstd needs the zstandard package "
+                               "(pip install pyd[compress])")
+
+
+@REGISTRY.check(MAIN)
+def _main_log_compress(get, at):
+    if get("log-compress") == "zstd" and not _have("zstandard"):
+        yield at("log-compress"), ("log-compress zstd needs the zstandard package "
+                                   "(pip install pyd[compress])")
+
+
+def _have(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
 
 # -- pools and apps ------------------------------------------------------------------------------
 
@@ -234,6 +343,130 @@ def _location_target(get, at):
         yield at("alias"), "a location takes root or alias, not both"
     if get("root") is None and get("alias") is None and get("app") is None:
         yield at(None), "a location needs app, root or alias"
+
+
+# -- the service process: Cron jobs, supervised Process programs, autoreload -------------------
+# One process forked by the master runs them all (pyd/service.py), never one per worker.
+
+CRON = "Cron"
+PROCESS = "Process"
+ENV = "env"
+STOP_SIGNALS = ("TERM", "INT", "QUIT", "HUP", "KILL", "USR1", "USR2")
+
+directive("autoreload", Boolean(), False, example="on",
+          help="Development: when a source file of a loaded app (or a file under "
+               "`autoreload-paths`) changes, reload the workers gracefully. A Python file with a "
+               "syntax error is reported in the log and the old workers keep serving.")
+directive("autoreload-paths", ListOf(Path()), (), example="/srv/shop/templates",
+          help="More directories `autoreload` watches, with their subdirectories (any file).")
+
+section("Cron", None, scope=CRON,
+        example='Cron:cleanup { schedule "*/5 * * * *"; run shop.tasks:cleanup; timeout 5m; }',
+        help="A scheduled job, run by the service process (once per tick, whatever the number "
+             "of workers) as the top-level `user`. Each run is logged to channel `cron.NAME` "
+             "with its duration and outcome; `pyd cron list` shows them, `pyd cron run NAME` "
+             "runs one now.")
+directive("schedule", String(join=True, expected='a cron expression such as "*/5 * * * *"',
+                             example='"*/5 * * * *"'), None, scopes=CRON,
+          help="When to run, in cron syntax (minute hour day month weekday, or @hourly, "
+               "@daily ...), in `timezone`. A time skipped by a daylight-saving change runs at "
+               "the change; a repeated one runs once (twice when the hour field is `*`).")
+directive("every", Duration(min=1), None, scopes=CRON, example="30s",
+          help="Run at this fixed interval instead of a `schedule`, counted from when the "
+               "job was scheduled.")
+directive("run", Ref(), None, scopes=CRON, example="shop.tasks:cleanup",
+          help="The Python callable to run (no arguments), imported afresh for each run in a "
+               "new process, after dropping privileges.")
+directive("command", String(join=True, example='"/usr/bin/backup --quick"'), None, scopes=CRON,
+          help="A shell command to run instead of `run` (with /bin/sh -c).")
+directive("timezone", String(expected="a time zone name such as Europe/Berlin",
+                             example="Europe/Berlin"), None, scopes=CRON,
+          help="The time zone of `schedule`; default: the system's.")
+directive("jitter", Duration(), 0.0, scopes=CRON, example="10s",
+          help="Each run starts after a random delay of up to this, so a fleet does not fire "
+               "at once.")
+directive("timeout", Duration(), 0.0, scopes=CRON, example="5m",
+          help="A run still going after this is killed (its whole process group) and logged "
+               "as failed; 0: no limit.")
+directive("overlap", Choice("skip", "queue", "allow"), "skip", scopes=CRON,
+          help="When a tick comes while the last run still goes: skip it, queue it (at most "
+               "one waits), or allow runs side by side.")
+
+section("Process", None, scope=PROCESS,
+        example='Process:queue { command "celery -A shop worker -l info"; numprocs 2; }',
+        help="An external program kept running by the service process, in its own process "
+             "group; stopping it stops the whole group. Its output goes to channel "
+             "`process.NAME`; `pyd fullstatus` lists it, `pyd process restart NAME` restarts "
+             "it.")
+directive("command", String(join=True, example='"celery -A shop worker -l info"'), None,
+          scopes=PROCESS, required=True,
+          help="The program and its arguments, split like a shell would (quotes work) but "
+               "run without one; write `sh -c '...'` for pipes and redirections.")
+directive("numprocs", Integer(min=1, max=256), 1, scopes=PROCESS, example="2",
+          help="How many copies to run; each gets PYD_PROCESS_NUMBER (1, 2, ...) in its "
+               "environment.")
+directive("user", String(expected="a user name or uid", example="www-data"), None,
+          scopes=PROCESS, help="The user the program runs as; default: the top-level `user`.")
+directive("group", String(expected="a group name or gid", example="www-data"), None,
+          scopes=PROCESS, help="The group the program runs as; default: the primary group of "
+                               "its user (or the top-level `group`).")
+directive("cwd", Path(), None, scopes=PROCESS, example="/srv/shop",
+          help="The program's working directory; default: the top-level `cwd`.")
+block(ENV, scopes=PROCESS, inner=ENV, free_form=True, multiple=False,
+      example="env { DJANGO_SETTINGS_MODULE shop.settings; }",
+      help="Environment variables added to the program's (pyd's own environment, plus HOME, "
+           "USER and LOGNAME of its user).")
+directive("restart", Choice("always", "on-failure", "never"), "always", scopes=PROCESS,
+          help="When the program exits: restart it always, only after a failure (a non-zero "
+               "status or a signal), or never.")
+directive("restart-delay", Duration(min=0.001), 1.0, scopes=PROCESS, example="1s",
+          help="The wait before a restart; doubled after each quick crash (a run shorter than "
+               "`min-uptime`), up to `restart-delay-max`.")
+directive("restart-delay-max", Duration(min=0.001), 60.0, scopes=PROCESS, example="1m",
+          help="The ceiling of the doubled `restart-delay`.")
+directive("min-uptime", Duration(), 10.0, scopes=PROCESS, example="10s",
+          help="A run at least this long is not a quick crash: the restart delay starts over.")
+directive("stop-signal", Choice(*STOP_SIGNALS), "TERM", scopes=PROCESS, example="INT",
+          help="The signal sent to the program's process group to stop it.")
+directive("stop-timeout", Duration(), 10.0, scopes=PROCESS, example="10s",
+          help="How long the program may take to stop after `stop-signal`; then its whole "
+               "process group is killed (SIGKILL).")
+
+
+@REGISTRY.check(CRON)
+def _cron_job(get, at):
+    if (get("schedule") is None) == (get("every") is None):
+        yield at(None), "a Cron section needs schedule or every (one of them)"
+    if (get("run") is None) == (get("command") is None):
+        yield at(None), "a Cron section needs run (a Python callable) or command (one of them)"
+    if get("schedule") is not None:
+        from croniter import croniter
+
+        if not croniter.is_valid(get("schedule")):
+            yield at("schedule"), f'invalid cron expression "{get("schedule")}"'
+    if get("timezone") is not None:
+        if get("every") is not None and get("schedule") is None:
+            yield at("timezone"), "timezone applies to schedule, not to every"
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(get("timezone"))
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            yield at("timezone"), f'unknown time zone "{get("timezone")}"'
+
+
+@REGISTRY.check(PROCESS)
+def _process_section(get, at):
+    if get("command") is not None:
+        import shlex
+
+        try:
+            if not shlex.split(get("command")):
+                yield at("command"), "an empty command"
+        except ValueError as e:
+            yield at("command"), f"cannot split the command into words: {e}"
+    if get("restart-delay-max") < get("restart-delay"):
+        yield at("restart-delay-max"), "restart-delay-max is less than restart-delay"
 
 
 __all__ = ["REGISTRY", "NAME", "HTTP", "FASTCGI", "USER_POOL", "APP", "LOCATION"]

@@ -1,0 +1,170 @@
+"""The master's logging machinery: the target table, the socket and its dispatcher, the
+housekeeper; and what a freshly forked worker keeps of it (its end of the socket, nothing else).
+
+Target ids only grow: a config update opens new targets under new ids and keeps the old ones
+writable until the next reopen, so a worker forked before the update never writes to the
+wrong place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from .compress import Housekeeper
+from .files import FileSink
+from .formats import make_format
+from .handler import RouterHandler, mark_preformatted, set_fast_handler
+from .health import Health
+from .native import Done, sleep, start_new_thread
+from .plan import LogSetupError, RouteSpec, Target
+from .remote import RemoteSink
+from .routing import Channels, Route, Router
+from .sinks import StreamSink
+from .transport import HEADER, STOP, DirectWriter, Dispatcher, WorkerWriter, make_channel
+
+STOP_TIMEOUT = 3.0
+REOPEN_TIMEOUT = 2.0
+
+
+class MasterLog:
+    def __init__(self) -> None:
+        self.health = Health(self._report)
+        self.housekeeper = Housekeeper(self.health)
+        self.targets: dict[int, object] = {}  # id -> Sink (only grows while the master lives)
+        self.ids: dict[str, int] = {}  # key -> id of the current target for that key
+        self.retired: list[int] = []
+        self.next_id = 1
+        self.read_fd, self.write_fd = make_channel()
+        self.dispatched = Done()
+        self.handler: RouterHandler | None = None
+        self.started = False
+        self.stopped = False
+        self.pid = os.getpid()
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def apply(self, specs: list[RouteSpec]) -> RouterHandler:
+        """Open what is new (all or nothing), build the router, install the handler."""
+        opened: dict[str, object] = {}
+        try:
+            for spec in specs:
+                t = spec.target
+                if t.key in self.ids or t.key in opened:
+                    continue
+                opened[t.key] = self._open(t)
+        except OSError as e:
+            for sink in opened.values():
+                sink.close()
+            where = getattr(e, "filename", None) or t.label
+            raise LogSetupError(f"cannot open the log {where}: {e.strerror or e}") from None
+        for key, sink in opened.items():
+            self.ids[key] = self.next_id
+            self.targets[self.next_id] = sink
+            self.next_id += 1
+        keys = {spec.target.key for spec in specs}
+        for key in [k for k in self.ids if k not in keys]:
+            self.retired.append(self.ids.pop(key))
+        hostname = os.uname().nodename
+        routes = []
+        for spec in specs:
+            sink_id = self.ids[spec.target.key]
+            sink = self.targets[sink_id]
+            if isinstance(sink, FileSink):
+                sink.configure(*spec.target.rotation)
+                self.housekeeper.resume(sink.path, sink.compress, sink.keep)
+            transport = getattr(spec.target.endpoint, "scheme", "")
+            fmt = make_format(spec.format, spec.target.kind, transport, spec.facility,
+                              spec.colour, hostname)
+            if spec.format == "gelf" and transport == "udp":
+                sink.chunker = fmt.gelf.gelf_chunker
+            routes.append(Route(Channels(spec.channels), spec.level, sink_id, fmt,
+                                spec.propagate, spec.main, spec.label))
+        handler = RouterHandler(Router(routes), DirectWriter(self.targets, self.stop),
+                                os.getpid())
+        self._install(handler)
+        self._start()
+        return handler
+
+    def _open(self, t: Target):
+        if t.kind == "file":
+            return FileSink(t.key, t.label, self.health, t.path, rotate_size=t.rotate_size,
+                            rotate_every=t.rotate_every, keep=t.rotate_keep,
+                            compress=t.compress, housekeeper=self.housekeeper)
+        if t.kind in ("stdout", "stderr", "tty"):
+            return StreamSink(t.key, t.label, self.health, 1 if t.kind == "stdout" else 2)
+        return RemoteSink(t.key, t.label, self.health, t.endpoint)
+
+    def _install(self, handler: RouterHandler) -> None:
+        root = logging.getLogger()
+        if self.handler is not None:
+            root.removeHandler(self.handler)
+        self.handler = handler
+        root.addHandler(handler)
+        root.setLevel(handler.router.level)
+        mark_preformatted()
+        set_fast_handler(handler)
+
+    def _start(self) -> None:
+        for sink in self.targets.values():
+            sink.start()
+        self.housekeeper.start()
+        if not self.started:
+            self.started = True
+            dispatcher = Dispatcher(self.read_fd, self.targets, self.health)
+            start_new_thread(dispatcher.run, (self.dispatched,))
+
+    # -- while running --------------------------------------------------------------------------
+
+    def reopen(self) -> None:
+        """`pyd reopenlog`: every file reopens its path; returns once they did (or 2s passed),
+        so an external logrotate may compress the old file right after."""
+        for sink_id in self.retired:
+            self.targets[sink_id].stop()
+        self.retired.clear()
+        waits = [self.targets[i].request_reopen() for i in self.ids.values()]
+        deadline = time.monotonic() + REOPEN_TIMEOUT
+        for done in waits:
+            done.wait(deadline - time.monotonic())
+
+    def _report(self, message: str) -> None:
+        if self.handler is not None and not self.stopped:
+            record = logging.LogRecord("pyd.log", logging.WARNING, __file__, 0, message, None,
+                                       None)
+            self.handler.handle(record)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """The master exits: what workers sent is written, every target flushed and closed."""
+        if self.stopped or not self.started or os.getpid() != self.pid:
+            return  # (a worker closing a handler it inherited must not stop the master's)
+        self.stopped = True
+        deadline = time.monotonic() + timeout
+        stop = HEADER.pack(0, STOP, os.getpid())
+        while time.monotonic() < deadline:
+            try:
+                os.write(self.write_fd, stop)
+                break
+            except BlockingIOError:
+                sleep(0.01)
+            except OSError:
+                break
+        self.dispatched.wait(deadline - time.monotonic())
+        for sink in self.targets.values():
+            sink.stop()
+        self.housekeeper.stop()
+        for sink in self.targets.values():
+            sink.done.wait(deadline - time.monotonic())
+        self.health.report()
+
+    # -- in a new worker ------------------------------------------------------------------------
+
+    def become_worker(self) -> None:
+        """Right after fork, in the child: records go to the master; nothing of the master's
+        targets stays open where app code runs."""
+        pid = os.getpid()
+        for sink in self.targets.values():
+            sink.close_in_child()
+        os.close(self.read_fd)
+        if self.handler is not None:
+            self.handler.forked(WorkerWriter(self.write_fd, pid), pid)
