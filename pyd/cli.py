@@ -53,6 +53,25 @@ def _log_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--level", metavar="LEVEL", help="only this severity and above")
 
 
+def _cron_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", choices=("list", "run"), default="list",
+                   help="list: next and last runs of every job; run NAME: run it now, once")
+    p.add_argument("name", nargs="?", help="the job (the NAME of Cron:NAME)")
+
+
+def _process_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", choices=("list", "restart"), default="list",
+                   help="list: the supervised programs; restart NAME: stop and start one "
+                        "(NAME:N for one copy)")
+    p.add_argument("name", nargs="?", help="the program (the NAME of Process:NAME)")
+
+
+def _log(args: argparse.Namespace) -> int:
+    from .log.follow import run
+
+    return run(args)
+
+
 def _configtest(args: argparse.Namespace) -> int:
     from .configtest import run
 
@@ -99,10 +118,14 @@ COMMANDS = [
     Command("status", "say whether pyd runs: pid, uptime, config file", _lifecycle("status")),
     Command("fullstatus", "status, with a table of workers and supervised processes",
             _lifecycle("fullstatus")),
+    Command("cron", "the scheduled jobs: cron list, cron run NAME (now, once)",
+            _lifecycle("cron"), _cron_options),
+    Command("process", "the supervised programs: process list, process restart NAME",
+            _lifecycle("process"), _process_options),
     Command("configtest", "check the config and show the effective settings", _configtest,
             _configtest_options),
     Command("log", "show the last lines of the main log, and follow it with -f",
-            _not_built("log"), _log_options),
+            _log, _log_options),
     Command("runworker", "run one worker in the foreground, without a master (debugging)",
             _lifecycle("runworker")),
 ]

@@ -78,10 +78,14 @@ def _start_daemon(config: Config, args: argparse.Namespace) -> int:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.close(r)
+        # No os.close(r) here: gevent defers it to the loop's next turn, which comes after the
+        # daemon context closed r itself and the master reused the number for something else.
         code = EXIT_FAIL
         try:
-            with daemon_context([w], cwd=os.getcwd()):
+            # Keep the event loop's own descriptors: after the fork libev closes its epoll
+            # and overwrites its wake-up descriptor by number, which would hit whatever the
+            # master opened under those numbers had the daemon context closed them.
+            with daemon_context([w, *_event_loop_fds()], cwd=os.getcwd()):
                 code = Master(config, args.overrides, _argv_overrides(args), ready_fd=w).run()
         except BaseException as e:  # report anything to the waiting CLI, then go
             try:
@@ -103,6 +107,18 @@ def _start_daemon(config: Config, args: argparse.Namespace) -> int:
         print(f"pyd: the master exited while starting; see the log {config.log_file}",
               file=sys.stderr)
     return EXIT_FAIL
+
+
+def _event_loop_fds() -> list[int]:
+    fds = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith(("anon_inode:[eventpoll]",
+                                                                 "anon_inode:[eventfd]")):
+                fds.append(int(name))
+        except OSError:
+            pass
+    return fds
 
 
 def _read_all(fd: int, timeout: float) -> str:
@@ -187,7 +203,12 @@ def _stop(args: argparse.Namespace, cmd: str, sig: int, what: str) -> int:
         if "permission" in str(e):
             raise Failure(str(e)) from None
         os.kill(pid, sig)  # the socket is gone but the master lives: signals still work
-    if not _wait_gone(config, pid, config.graceful_timeout + 15.0):
+    # The service process (supervised programs, then job runs) stops before the workers do.
+    service = 0.0
+    if config.of_kind("Cron") or config.of_kind("Process"):
+        service = config.graceful_timeout + 5.0 + max(
+            (s.settings["stop-timeout"] for s in config.of_kind("Process")), default=0.0)
+    if not _wait_gone(config, pid, config.graceful_timeout + 15.0 + service):
         raise Failure(f"pyd (pid {pid}) did not stop in time")
     _say(f"{what} (pid {pid})")
     return EXIT_OK
@@ -279,6 +300,37 @@ def fullstatus(args: argparse.Namespace) -> int:
     for line in data.get("extra_lines", []):
         print(line)
     return EXIT_OK
+
+
+# -- the service process: cron and process -------------------------------------------------------
+
+def _service_command(args: argparse.Namespace, cmd: str) -> int:
+    config = _config_for_control(args)
+    _running(config)
+    if args.action in ("run", "restart") and not args.name:
+        raise Failure(f"{cmd} {args.action} needs a NAME")
+    try:
+        answer = request(socket_path(config), cmd, {"action": args.action, "name": args.name},
+                         timeout=None if args.action in ("run", "restart") else 30.0,
+                         on_progress=_say)
+    except ControlError as e:
+        raise Failure(str(e)) from None
+    if not answer.get("ok"):
+        print(f"pyd: {answer.get('message', cmd + ' failed')}", file=sys.stderr)
+        return EXIT_FAIL
+    for line in answer.get("data", {}).get("lines", []):
+        print(line)
+    if answer.get("message"):
+        _say(answer["message"])
+    return EXIT_OK
+
+
+def cron(args: argparse.Namespace) -> int:
+    return _service_command(args, "cron")
+
+
+def process(args: argparse.Namespace) -> int:
+    return _service_command(args, "process")
 
 
 # -- runworker -----------------------------------------------------------------------------------

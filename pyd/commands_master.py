@@ -107,3 +107,13 @@ def cmd_workers(m, args, progress) -> dict:
     m.set_target(int(args["n"]))
     return {"ok": True, "message": f"workers: {m.target}"}
 
+
+
+def cmd_cron(m, args, progress) -> dict:
+    """`pyd cron list` (next and last runs) and `pyd cron run NAME` (now, once; waits)."""
+    return m.service.cron(args.get("action", "list"), args.get("name"), progress)
+
+
+def cmd_process(m, args, progress) -> dict:
+    """`pyd process list` and `pyd process restart NAME` (NAME:N for one copy)."""
+    return m.service.process(args.get("action", "list"), args.get("name"), progress)

@@ -24,6 +24,7 @@ from . import listeners as lst
 from . import scoreboard as sb
 from .boot import ApplyError, StartResult, apply_config, boot_master
 from .config import Config, ConfigError
+from .service import ServiceHandle
 from .worker import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_TIMEOUT, Worker
 
 log = logging.getLogger("pyd.master")
@@ -98,6 +99,8 @@ class Master:
         self.start_error = ""
         self.busy_since: float | None = None
         self.idle_since: float | None = None
+        self.workers_told = False  # stopping: the workers were signalled (after the service)
+        self.service = ServiceHandle(self)  # jobs, supervised programs, autoreload
 
     # -- boot -----------------------------------------------------------------------------------
 
@@ -108,6 +111,7 @@ class Master:
             self.start_error = result.message
             self.notify_ready(f"ERROR {result.message}")
             self.shutdown(unlink=True)
+            logging.shutdown()  # the log's last lines reach their targets before the exit
             return 1
         self.notify_ready(f"READY {self.pid} {self.target}")
         log.info("pyd master (pid %d) serving with %d workers, config %s", self.pid,
@@ -115,6 +119,7 @@ class Master:
         self.loop()
         self.shutdown(unlink=self.stopping != "upgrade")
         log.info("pyd master (pid %d) exits", self.pid)
+        logging.shutdown()  # the daemon leaves by os._exit: no atexit would flush the log
         return 0
 
     def notify_ready(self, message: str) -> None:
@@ -185,6 +190,11 @@ class Master:
             if self.pidfile_pending:
                 self.take_pidfile()
             if self.stopping:
+                if self.service.running:  # it stops first; the workers wait for it
+                    self.service.enforce_deadline()
+                    continue
+                if not self.workers_told:
+                    self.stop_workers(first=True)
                 if not self.workers:
                     return
                 self.enforce_stop_deadline()
@@ -192,6 +202,7 @@ class Master:
             self.murder()
             self.manage()
             self.scale()
+            self.service.manage()
 
     # -- signals: what each means to an operator ------------------------------------------------
 
@@ -240,7 +251,8 @@ class Master:
         if pid == 0:
             self.after_fork()
             Worker(self.config, number, slot, self.scoreboard, self.listeners, apps=self.apps,
-                   pools=self.pools, master_pid=self.pid).run()
+                   pools=self.pools, master_pid=self.pid,
+                   report_fd=self.service.report_fd).run()
             os._exit(EXIT_BOOT_ERROR)  # pragma: no cover - run() never returns
         self.scoreboard.set_pid(slot, pid)
         w = WorkerInfo(pid, slot, number, self.generation, time.monotonic())
@@ -266,6 +278,7 @@ class Master:
         if self.ready_fd is not None:
             os.close(self.ready_fd)
             self.ready_fd = None
+        self.service.close_in_child()
         self.greenlets.kill(block=False)
 
     def drain_worker(self, w: WorkerInfo, reason: int) -> None:
@@ -288,6 +301,8 @@ class Master:
             pid, status = self.exited.popleft()
             w = self.workers.pop(pid, None)
             if w is None:
+                if self.service.owns(pid):
+                    self.service.exited(status)
                 continue  # not a worker (the new master of an upgrade)
             reason = self._exit_reason(w, status)
             self.exits[sb.REASONS[reason]] += 1
@@ -465,6 +480,7 @@ class Master:
         except ApplyError as e:
             log.error("update: %s; still serving the old configuration", e)
             return False, str(e)
+        self.service.configure(new)
         self.generation += 1
         self.generation_reason = sb.R_UPDATE
         log.info("update: configuration re-read; replacing every worker (generation %d)",
@@ -489,12 +505,23 @@ class Master:
         reopen()
         for w in self.workers.values():
             self.kill_worker(w, signal.SIGUSR1)
+        self.service.signal(signal.SIGUSR1)
 
     def stop(self, how: str) -> None:
         if self.stopping and how == "graceful":
             return
         first = self.stopping is None
         self.stopping = how
+        if self.service.running:
+            # Supervised programs and jobs stop first; the loop stops the workers after them.
+            self.service.stop(how)
+            self.wakeup.set()
+            return
+        self.stop_workers(first)
+
+    def stop_workers(self, first: bool) -> None:
+        how = self.stopping
+        self.workers_told = True
         deadline = {"graceful": self.config.graceful_timeout + 1.0, "fast": FAST_STOP_DEADLINE,
                     "hard": HARD_STOP_DEADLINE, "upgrade": self.config.graceful_timeout + 1.0}
         self.stop_deadline = time.monotonic() + deadline[how]
@@ -525,6 +552,10 @@ class Master:
         if self.pidfile is not None:
             self.pidfile.release(unlink=unlink)
         self.greenlets.kill(block=False)
+
+    def fullstatus_extra(self) -> dict:
+        """The service process, its supervised programs and jobs, for `pyd fullstatus`."""
+        return self.service.fullstatus()
 
     # -- the control socket ---------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from .apps import AppInstance, RefError, import_ref, make_app
 from .config import Config, ConfigError, Problem
 from .listeners import Listener
 from .log import reopen as log_reopen
+from .monitor import report_modules
 from .pools import POOL_TYPES
 from .pools.base import Pool, UserPool, label
 from .privileges import PrivilegeError, drop, resolve
@@ -122,7 +123,8 @@ def enter_cwd(config: Config) -> None:
 class Worker:
     def __init__(self, config: Config, number: int, slot: int, scoreboard: sb.Scoreboard,
                  listeners: Mapping[str, Listener], *, apps: Mapping[str, AppInstance] = (),
-                 pools: list[Pool] = (), master_pid: int | None = None):
+                 pools: list[Pool] = (), master_pid: int | None = None,
+                 report_fd: int | None = None):
         self.config = config
         self.number = number
         self.slot = slot
@@ -131,6 +133,7 @@ class Worker:
         self.apps: dict[str, AppInstance] = dict(apps or {})
         self.pools: list[Pool] = list(pools or [])
         self.master_pid = master_pid
+        self.report_fd = report_fd  # autoreload: where to report our source files
         self.requests = 0
         self.inflight: dict[int, tuple[float, str]] = {}
         self._next_token = 0
@@ -204,6 +207,8 @@ class Worker:
         for pool in self.pools:
             pool.start()
         self.report(sb.IDLE)
+        if self.config.autoreload and self.report_fd is not None:
+            report_modules(self.report_fd)
         log.info("worker %d (pid %d) serving %s", self.number, os.getpid(),
                  ", ".join(f"{p.name} on {', '.join(map(str, p.listeners))}" for p in self.pools)
                  or "nothing")
