@@ -43,11 +43,8 @@ LINGER_TIME = 2.0  # after the last response: read and drop what the client stil
 LINGER_BYTES = 1 << 20
 SWEEP_INTERVAL = 0.5  # how often deadlines are checked: timeouts are this precise
 PARK_AFTER = 0.5  # idle this long, a keep-alive connection gives up its greenlet
+DRAIN_GRACE = 1.0  # draining: a connection idle only briefly may still get one more request
 TRIM_AFTER_PARKING = 256  # parked this many at once: hand the freed stacks back to the OS
-
-
-class _Close(Exception):
-    """Thrown into a connection idling between requests: close it politely."""
 
 
 _ENV_NAMES: dict[bytes, str] = {}
@@ -169,7 +166,6 @@ class HTTPServerPool(Pool):
 
     def shutdown(self, graceful: bool) -> bool:
         if graceful:
-            hub = gevent.get_hub()
             for c in list(self.connections.values()):
                 if type(c) is HTTPConnection and not c.closing:
                     c.closing = True
@@ -177,9 +173,11 @@ class HTTPServerPool(Pool):
                     if c.parked is not None:
                         self._unpark(c)  # resumed with closing set: it closes politely
                     elif c.waiting == "idle":
-                        # Thrown only if it still waits in recv: a greenlet already woken by a
-                        # request must not be interrupted in the middle of answering it.
-                        hub.cancel_wait(c.sock._read_event, _Close())
+                        # Between two requests of a busy client, whose next request may be on
+                        # the wire already: closing now would lose it (a client may retry
+                        # that, wrk and many others do not). Wait a little for it, answer it
+                        # with Connection: close; the sweeper ends the wait at the deadline.
+                        c.deadline = min(c.deadline, time.monotonic() + DRAIN_GRACE)
         done = super().shutdown(graceful)
         if done and self._sweeper is not None:
             self._sweeper.kill(block=False)
@@ -271,15 +269,14 @@ class HTTPConnection:
                 data = self._recv("idle", time.monotonic() + self.pool.keepalive_timeout)
             else:
                 data = self._recv("head", self.head_deadline)
-        except _Close:
-            self.close_idle()
-            return False
         except _Park:
             self.pool.park(self)
             return False
         except _Expired:
             if not idle:
                 self.send_error(ProtocolError(408, "request header timeout"))
+            elif self.closing:
+                self.close_idle()  # the drain's grace is over
             return False
         except OSError:
             return False
@@ -340,7 +337,7 @@ class HTTPConnection:
                 if not data:
                     break
                 total += len(data)
-        except (OSError, _Expired, _Close):
+        except (OSError, _Expired):
             pass
 
     # -- one request ----------------------------------------------------------------------------
