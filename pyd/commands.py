@@ -143,7 +143,8 @@ def _config_for_control(args: argparse.Namespace, quiet: bool = False) -> Config
     When the file has errors, its `pidfile` and `control-socket` are still taken if they can
     be read, so the running master is found (and, for `update`, tells what is wrong).
     """
-    from .config.loader import Source, load_file, parse_text
+    from .config.language import parse_text
+    from .config.loader import Source, load_file
     from .config.validate import build
 
     path = config_path(args)

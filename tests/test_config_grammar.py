@@ -11,7 +11,7 @@ import pytest
 import pyd.config
 from pyd.config import ConfigError, Override, find_config, load
 from pyd.config.errors import Source
-from pyd.config.loader import parse_text
+from pyd.config.language import parse_text
 from pyd.config.printer import print_conf
 
 POOL = "Pool:HTTPServer { listen 127.0.0.1:8080; app shop.wsgi:application; }\n"
