@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from .cli import EXIT_FAIL, EXIT_OK, Failure
-from .config import Config, ConfigError, find_config, load
+from .config import Config, ConfigError, find_config, load_apart
 from .config.directives import REGISTRY
 from .config.registry import MAIN
 
@@ -26,7 +26,7 @@ def load_or_fail(args: argparse.Namespace, quiet: bool = False) -> Config:
     """The validated config, or the errors printed and Failure raised."""
     path = config_path(args)
     try:
-        return load(path, getattr(args, "overrides", ()))
+        return load_apart(path, getattr(args, "overrides", ()))
     except ConfigError as e:
         print(e.format(), file=sys.stderr)
         raise Failure(f"configuration file {path} test failed") from None

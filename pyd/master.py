@@ -467,10 +467,10 @@ class Master:
 
     def update(self) -> tuple[bool, str]:
         """Re-read the config; an invalid one changes nothing and says why."""
-        from .config import load
+        from .config import load_apart
 
         try:
-            new = load(self.config_file, self.overrides)
+            new = load_apart(self.config_file, self.overrides)
         except ConfigError as e:
             log.error("update: the configuration has errors; still serving the old one:\n%s",
                       e.format())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import pickle
 import tempfile
 from pathlib import Path as FilePath
 
@@ -274,6 +275,8 @@ def test_print_conf_then_load_gives_the_same_config(workdir, text):
     assert semantic(again) == semantic(config)
     assert again == config
     assert print_conf(again) == printed
+    # The master receives its config pickled (load_apart): nothing may be lost on the way.
+    assert pickle.loads(pickle.dumps(config)) == config
 
 
 @given(config_text())
@@ -315,7 +318,7 @@ def only_config_errors(workdir: FilePath, data: bytes, name: str) -> None:
         load_text(workdir, data, name)
     except ConfigError as e:
         assert e.problems
-        e.format()
+        assert pickle.loads(pickle.dumps(e)).format() == e.format()  # load_apart
 
 
 @st.composite

@@ -434,3 +434,26 @@ def app(environ, start_response):
     while time.monotonic() < deadline and "next try" in p.log().splitlines()[-1]:
         time.sleep(0.2)
     assert http_get(port)[0] == 200
+
+
+def test_the_config_parser_stays_out_of_the_master_and_its_workers(pyd_factory, tmp_path):
+    """The master parses in a child (load_apart), also on update: lark never enters the
+    master's memory, nor the workers' it forks (a few MB each)."""
+    (tmp_path / "mods.py").write_text(
+        "import sys\n"
+        "def app(environ, start_response):\n"
+        "    body = repr(sorted(m for m in sys.modules if m.split('.')[0] == 'lark')).encode()\n"
+        "    start_response('200 OK', [('Content-Length', str(len(body)))])\n"
+        "    return [body]\n")
+    port = free_port()
+    p = pyd_factory(config(port, tmp_path, app="mods:app"))
+    p.start()
+    assert http_get(port)[2] == b"[]"
+    p.cli("update", check=True)
+    assert http_get(port)[2] == b"[]"
+    p.cli("update", check=True)
+    p.conf.write_text(p.conf.read_text().replace("workers 2", "workerz 2"))
+    broken = p.cli("update")
+    assert broken.returncode == 1, broken.stderr
+    assert f'{p.conf}:' in broken.stderr and 'unknown directive "workerz"' in broken.stderr
+    assert http_get(port)[2] == b"[]"

@@ -1,11 +1,14 @@
 """Loading pyd's configuration: find the file, parse it (language or YAML), validate it.
 
 `load()` is the one entry point; it returns an immutable Config or raises ConfigError.
+`load_apart()` does the same in a child process, for the master.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import sys
 from collections.abc import Iterable, Mapping
 
 from .errors import ConfigError, Position, Problem
@@ -43,5 +46,48 @@ def load(path: str, overrides: Iterable[Override] = (),
     return build(nodes, path, all_overrides)
 
 
+def load_apart(path: str, overrides: Iterable[Override] = (),
+               env: Mapping[str, str] | None = None) -> Config:
+    """load() in a forked child that hands the Config back pickled.
+
+    For the master: the parser (lark, its grammar tables: some 5 MB) then never enters its
+    memory, nor the memory of every worker it forks. A child that dies without an answer
+    leaves the parse to this process.
+    """
+    if "pyd.config.language" in sys.modules:
+        return load(path, overrides, env)  # already paid for
+    overrides = list(overrides)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's coverage is not collected
+        status = 1
+        try:
+            os.closerange(r, r + 1)
+            try:
+                result = (True, load(path, overrides, env))
+            except ConfigError as e:
+                result = (False, e)
+            with os.fdopen(w, "wb") as out:
+                out.write(pickle.dumps(result, pickle.HIGHEST_PROTOCOL))
+            status = 0
+        finally:
+            os._exit(status)
+    # closerange, not close: gevent's os.close waits for the loop's next turn to close a pipe,
+    # and the loop does not turn while this blocks in read, which would never see the end.
+    os.closerange(w, w + 1)
+    with os.fdopen(r, "rb") as answer:
+        data = answer.read()
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    if not data:
+        return load(path, overrides, env)
+    ok, value = pickle.loads(data)
+    if not ok:
+        raise value
+    return value
+
+
 __all__ = ["Config", "ConfigError", "Override", "Position", "Problem", "Section", "Settings",
-           "find_config", "load", "SEARCH_PATH"]
+           "find_config", "load", "load_apart", "SEARCH_PATH"]

@@ -97,6 +97,9 @@ class ConfigError(Exception):
         self.problems = problems
         super().__init__(self.format())
 
+    def __reduce__(self):
+        return (ConfigError, (self.problems,))  # positions survive a pickle (load_apart)
+
     def format(self) -> str:
         return "\n".join(p.format() for p in self.problems)
 

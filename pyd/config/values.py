@@ -163,6 +163,9 @@ class AutoCount(int):
     def __new__(cls) -> AutoCount:
         return super().__new__(cls, os.cpu_count() or 1)
 
+    def __reduce__(self):
+        return (AutoCount, ())  # the CPU count where it is unpickled
+
     def __repr__(self) -> str:
         return f"auto({int(self)})"
 
