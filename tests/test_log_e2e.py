@@ -85,7 +85,11 @@ def every_line(directory: Path, name: str) -> list[str]:
     for p in sorted(directory.iterdir()):
         if not p.name.startswith(name) or p.name.endswith(".tmp"):
             continue
-        data = gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:  # compressed (and removed) since the listing: the next poll reads the .gz
+            continue
+        data = gzip.decompress(data) if p.name.endswith(".gz") else data
         lines += data.decode().splitlines()
     return lines
 
