@@ -111,3 +111,32 @@ def test_streaming_input_by_default_and_readline_is_bounded(server, tmp_path):
     assert status == 200 and json.loads(body)["kind"] == "BodyReader"
     status, body = post(port, b"y" * 300_000, query="line")  # no newline in 300 KB
     assert status == 200 and json.loads(body)["line"] == 65536
+
+
+@pytest.mark.parametrize("chunks", [
+    [b"y" * 65536, b"y" * 10],  # a chunk of exactly the limit, without a newline
+    [b"y" * 65535, b"y", b"\n"],
+    [b"y" * 70000],
+    [b"y" * 1000] * 70,
+])
+def test_readline_returns_the_limit_however_the_body_is_split(chunks):
+    from pyd.pools.http.wsgi import MAX_LINE, BodyReader
+
+    pieces = iter(chunks)
+    reader = BodyReader(lambda: next(pieces, b""))
+    lines = []
+    while line := reader.readline():
+        lines.append(line)
+    assert b"".join(lines) == b"".join(chunks)
+    assert len(lines[0]) == MAX_LINE
+    assert all(len(x) <= MAX_LINE for x in lines)
+
+
+def test_readline_sizes():
+    from pyd.pools.http.wsgi import BodyReader
+
+    pieces = iter([b"ab\ncd", b"ef\n", b"g"])
+    r = BodyReader(lambda: next(pieces, b""))
+    assert [r.readline(2), r.readline(0), r.readline(), r.readline(None), r.readline()] == [
+        b"ab", b"", b"\n", b"cdef\n", b"g"]
+    assert r.readline() == b"" and r.bytes_read == 9

@@ -286,11 +286,18 @@ class HTTPConnection:
         return True
 
     def _recv(self, waiting: str, deadline: float) -> bytes:
-        """One read: at once if bytes are there, else wait (the sweeper enforces deadline)."""
-        try:
-            return self.raw.recv(RECV_SIZE)
-        except BlockingIOError:
-            pass
+        """One read: at once if bytes are there, else wait (the sweeper enforces deadline).
+
+        Between requests it always waits on the watcher, even with the next request there:
+        otherwise a client quick to send its next request keeps this greenlet serving it
+        while every other connection waits (a p99 latency of 160 ms instead of 10 ms with
+        64 wrk connections, as soon as there is work after a response, such as the access log).
+        """
+        if waiting != "idle":
+            try:
+                return self.raw.recv(RECV_SIZE)
+            except BlockingIOError:
+                pass
         sock = self.sock
         self.waiting, self.deadline = waiting, deadline
         try:

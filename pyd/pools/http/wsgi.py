@@ -160,13 +160,9 @@ class BodyReader:
             size = MAX_LINE
         while True:
             end = self._buf.find(b"\n") + 1
-            if end or (size is not None and 0 <= size <= len(self._buf)):
+            if end or size <= len(self._buf) or not self._more():
                 break
-            if not self._more():
-                end = len(self._buf)
-                break
-        if size is not None and 0 <= size < (end or len(self._buf)):
-            end = size
+        end = min(end or len(self._buf), size)  # a newline, else all there is, at most size
         data, self._buf = self._buf[:end], self._buf[end:]
         self.bytes_read += len(data)
         return data
