@@ -242,6 +242,13 @@ CASES = [
          'invalid port "70000"', main="pyd.yaml"),
     Case("yaml-directive-as-block", "workers:\n  count: 4\n", "pyd.yaml:1:1",
          '"workers" is a directive, not a block', main="pyd.yaml"),
+    Case("access-log-target-unknown",
+         "Log:access { file /tmp/a.log; }\nPool:HTTPServer { listen 80;\n"
+         "    access-log-target Log:acess; }\n", "pyd.conf:3:5",
+         'access-log-target "Log:acess": there is no such Log section '
+         '(did you mean "Log:access"?)'),
+    Case("access-log-target-not-a-log", "Pool:HTTPServer { listen 80; access-log-target x; }\n",
+         "pyd.conf:1:48", 'invalid value "x": expected a Log section such as Log:access'),
     Case("yaml-included-error", "include: part.yaml\n", "part.yaml:2:10", "invalid integer",
          files={"part.yaml": "user: x\nworkers: lots\n"}, main="pyd.yaml"),
 ]

@@ -4,6 +4,7 @@ external rename, `pyd log`, degraded targets, routing changes by `pyd update`, v
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import pty
 import re
@@ -264,6 +265,29 @@ def test_update_routes_the_access_log_to_its_own_file(pyd_factory, tmp_path):
     time.sleep(0.2)
     assert access.read_text().count("GET /hit?final") == 10
     assert "GET /hit?final" not in p.log()  # propagate off
+
+
+def test_access_log_target_gives_one_pool_its_own_file(pyd_factory, tmp_path):
+    main_port, admin_port = free_port(), free_port()
+    d = site(tmp_path)
+    access = tmp_path / "admin-access.log"
+    p = pyd_factory(f"user root;\nworkers 1;\ncwd {d};\n"
+                    f"Log:access {{ file {access}; }}\n"
+                    f"Pool:HTTPServer {{ listen 127.0.0.1:{main_port}; app web:app; }}\n"
+                    f"Pool:HTTPServer:admin {{ listen 127.0.0.1:{admin_port}; app web:app; "
+                    "access-log json; access-log-target Log:access; }\n")
+    p.start()
+    assert http_get(admin_port, "/hit?admin")[0] == 200
+    assert http_get(main_port, "/hit?main")[0] == 200
+    p.wait_for_log(r'pyd\.http\.access: 127\.0\.0\.1 - - \[[^]]+\] "GET /hit\?main')
+    deadline = time.monotonic() + 10
+    while not (access.exists() and access.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lines = access.read_text().splitlines()
+    assert len(lines) == 1, lines  # the bare line (format message), nothing else of the log
+    entry = json.loads(lines[0])
+    assert entry["uri"] == "/hit?admin" and entry["pool"] == "HTTPServer:admin"
+    assert "/hit?admin" not in p.log() and "app.web: hit admin" in p.log()
 
 
 # -- the terminal --------------------------------------------------------------------------------

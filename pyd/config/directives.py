@@ -288,8 +288,15 @@ directive("real-ip-from", Network(), (), scopes=WEB_POOLS, multiple=True, exampl
           help="Trusted proxies: from these peers, X-Forwarded-For gives REMOTE_ADDR and "
                "X-Forwarded-Proto the URL scheme.")
 directive("access-log", Choice("combined", "json", "off"), "combined", scopes=HTTP,
-          example="json", help="The access log's format, written to channel pyd.http.access; "
-                               "off: none.")
+          example="json", help="The access log's format, written to channel pyd.http.access "
+                               "(see `access-log-target`); off: none.")
+directive("access-log-target", String(pattern=r"Log:[^\s:]+", expected="a Log section such as "
+                                     "Log:access", example="Log:access"),
+          None, scopes=HTTP,
+          help="Write this pool's access log to that Log section's target (in its format; "
+               "`message`, the bare line, by default) instead of the main log, on channel "
+               "`pyd.http.access.NAME`. A Log section named here takes no other channels "
+               "unless it says `channels` itself.")
 directive("server-tokens", Boolean(), True, scopes=WEB_POOLS, example="off",
           help="Show pyd's version in the Server header (off: just `pyd`).")
 directive("gzip", Boolean(), False, scopes=HTTP, example="on",

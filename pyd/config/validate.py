@@ -389,6 +389,14 @@ def build(nodes: list[Node], path: str, overrides: Iterable[Override] = (),
                 hint = _suggest(ref, names)
                 v.problem(pos, f"app {quote(ref)} is neither module:attribute nor an App: section"
                                + (f" (did you mean {quote(hint)}?)" if hint else ""))
+        logs = {s.header for s in sections if s.kind == "Log"}
+        for s in sections:
+            target = s.settings.get("access-log-target") if s.cls == "HTTPServer" else None
+            if target is not None and target not in logs:
+                hint = _suggest(target, logs)
+                v.problem(s.settings.origin("access-log-target").pos,
+                          f"access-log-target {quote(target)}: there is no such Log section"
+                          + (f" (did you mean {quote(hint)}?)" if hint else ""))
     except ConfigError as e:
         raise ConfigError(e.problems) from None
     if v.problems:

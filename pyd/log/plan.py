@@ -83,15 +83,33 @@ def plan(config, tty: bool = False) -> list[RouteSpec]:
     if tty:
         routes.append(RouteSpec("the terminal", ("*",), level, Target("tty", "tty", "the terminal"),
                                 "text", main=True, colour=_colour_terminal()))
-    for section in config.of_kind("Log"):
+    logs = {section.header: section for section in config.of_kind("Log")}
+    named = {}  # Log section header -> the pools whose access-log-target it is
+    for pool in config.of_kind("Pool"):
+        if pool.cls == "HTTPServer" and pool.settings.get("access-log-target"):
+            named.setdefault(pool.settings["access-log-target"], []).append(pool)
+    for header, section in logs.items():
         s = section.settings
         target = section_target(section)
-        fmt = s.get("format") or ("gelf" if target.kind == "gelf" else "text")
-        routes.append(RouteSpec(section.header, tuple(s["channels"]), LEVELS[s["level"]], target,
-                                fmt, facility=s.get("facility") or "user",
-                                propagate=s["propagate"]))
+        if header not in named or s.is_set("channels"):
+            fmt = s.get("format") or ("gelf" if target.kind == "gelf" else "text")
+            routes.append(RouteSpec(header, tuple(s["channels"]), LEVELS[s["level"]], target,
+                                    fmt, facility=s.get("facility") or "user",
+                                    propagate=s["propagate"]))
+        for pool in named.get(header, ()):
+            fmt = s.get("format") or ("gelf" if target.kind == "gelf" else "message")
+            routes.append(RouteSpec(f"{pool.header} access-log-target {header}",
+                                    (access_channel(pool),), logging.INFO, target, fmt,
+                                    facility=s.get("facility") or "user", propagate=False))
     check_files(routes)
     return routes
+
+
+def access_channel(pool) -> str:
+    """The channel of an HTTP pool's access log: its own when it has an access-log-target."""
+    if pool.settings.get("access-log-target"):
+        return f"pyd.http.access.{pool.label}"
+    return "pyd.http.access"
 
 
 def check_files(routes: list[RouteSpec]) -> None:

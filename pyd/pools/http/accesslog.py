@@ -53,10 +53,15 @@ class AccessLog:
         self.logger = logger
 
     @classmethod
-    def create(cls, fmt: str | None, pool: str) -> AccessLog | None:
+    def create(cls, fmt: str | None, pool: str, channel: str = _log.name) -> AccessLog | None:
         if not fmt or fmt == "off":
             return None
-        return cls(fmt, pool)
+        if channel == _log.name:
+            return cls(fmt, pool)
+        from ...log.handler import mark_preformatted
+
+        mark_preformatted((channel,))
+        return cls(fmt, pool, logging.getLogger(channel))
 
     def log(self, conn, req, started: float) -> None:
         status = conn.status[:3] if conn.status else "-"

@@ -18,6 +18,7 @@ from typing import Any
 import gevent
 from gevent import socket
 
+from ...log.plan import access_channel
 from ..base import KEEP_OPEN, Pool
 from . import wsgi
 from .accesslog import AccessLog
@@ -90,7 +91,7 @@ class HTTPServerPool(Pool):
         self.send_timeout = s["send-timeout"]
         self.server_tokens = s["server-tokens"]
         self.trusted = tuple(s["real-ip-from"])
-        self.access = AccessLog.create(s["access-log"], self.name)
+        self.access = AccessLog.create(s["access-log"], self.name, access_channel(section))
         self.compression = Compression.from_settings(s)
         self.buffering = s["request-buffering"]
         self.buffer_size = s["client-body-buffer-size"]
