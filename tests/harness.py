@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from pyd.service import children_of
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
@@ -111,20 +113,7 @@ class Pyd:
         except OSError:
             return False
 
-    @staticmethod
-    def children(pid: int) -> list[int]:
-        out = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                out.append(int(entry))
-        return out
+    children = staticmethod(children_of)  # pids whose parent is pid (not zombies)
 
     def workers(self) -> list[int]:
         assert self.master_pid is not None
@@ -164,6 +153,27 @@ class Pyd:
 
     def fullstatus(self) -> str:
         return self.cli("fullstatus", check=True).stdout
+
+    def service(self) -> int:
+        """The pid of the one service process (started right after the workers serve)."""
+        def find() -> list[int]:
+            return [c for c in self.children(self.master_pid)
+                    if self.title(c).startswith("pyd: service")]
+
+        pids = wait_until(find, 5, "the service process")
+        assert len(pids) == 1, [self.title(c) for c in self.children(self.master_pid)]
+        return pids[0]
+
+
+def wait_until(predicate, timeout: float, what: str, step: float = 0.05):
+    """predicate()'s first true value within timeout; else AssertionError naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"{what}: not within {timeout}s")
 
 
 def http_get(port: int, path: str = "/", host: str = "127.0.0.1", headers: dict | None = None,

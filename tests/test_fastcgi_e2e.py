@@ -15,8 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
-from fcgi_client import FastCGIClient, begin_request, encode_record, params_records
+from fcgi_client import (
+    FastCGIClient,
+    begin_request,
+    encode_record,
+    params_records,
+    request_bytes,
+)
 from harness import free_port, wait_port
+
+from pyd.pools.fastcgi.protocol import ABORT_REQUEST
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")]
@@ -35,6 +43,7 @@ def info(environ, start_response):
         "content_length": environ.get("CONTENT_LENGTH", ""),
         "scheme": environ["wsgi.url_scheme"], "cookie_length": len(environ.get("HTTP_COOKIE", "")),
         "header": environ.get("HTTP_X_LONG", "")[:10], "pid": os.getpid(),
+        "input_terminated": environ.get("wsgi.input_terminated", False),
     }).encode()
     start_response("200 OK", [("Content-Type", "application/json"),
                               ("Content-Length", str(len(out)))])
@@ -133,6 +142,13 @@ http {{
         location /stream/ {{ {params} fastcgi_pass 127.0.0.1:{fcgi_port}; fastcgi_buffering off; }}
         location /tls/ {{ {params} fastcgi_param HTTPS on; fastcgi_pass 127.0.0.1:{fcgi_port}; }}
         location /shop/ {{ {params} fastcgi_param APPNAME shop; fastcgi_pass 127.0.0.1:{fcgi_port}; }}
+        location ~ ^/py/.+\\.py(/|$) {{
+            fastcgi_split_path_info ^(.+\\.py)(/.*)$;
+            {params}
+            fastcgi_param SCRIPT_NAME $fastcgi_script_name;
+            fastcgi_param PATH_INFO $fastcgi_path_info;
+            fastcgi_pass 127.0.0.1:{fcgi_port};
+        }}
         location /split/ {{
             fastcgi_split_path_info ^(/split)(/.*)$;
             {params}
@@ -273,6 +289,42 @@ def test_split_path_info_styles_and_mounts(stack):
     data = get_json(nginx.url("/split/rest/of/it?q=1"))
     assert (data["script_name"], data["path_info"], data["query"]) == ("/split", "/rest/of/it",
                                                                        "q=1")
+
+
+    data = get_json(nginx.url("/py/app.py/rest/of/it?q=2"))  # the PHP-like style
+    assert (data["script_name"], data["path_info"], data["query"]) == ("/py/app.py",
+                                                                       "/rest/of/it", "q=2")
+    assert data["input_terminated"] is True  # a body without a length still ends (Werkzeug)
+
+
+def test_abort_before_the_request_runs_still_ends_it(stack):
+    """ABORT_REQUEST in the same read as the end of PARAMS: the request never starts, yet its
+    END_REQUEST goes out and the connection serves the next request."""
+    _, _, port, _ = stack
+    with FastCGIClient(("127.0.0.1", port)) as c:
+        c.send(begin_request(1, keep_conn=True) + params_records(1, {"REQUEST_METHOD": "GET"})
+               + encode_record(ABORT_REQUEST, 1, b""))
+        c.read_until(lambda ex: 1 in ex.responses and ex.responses[1].complete)
+        aborted = c.exchange.responses.pop(1)
+        assert aborted.app_status == 1 and b"Status: 200" not in aborted.stdout
+        c.send(request_bytes(2, {"REQUEST_METHOD": "GET", "REQUEST_URI": "/after"}, b"",
+                             keep_conn=True))
+        c.read_until(lambda ex: 2 in ex.responses and ex.responses[2].complete)
+        assert c.exchange.responses[2].stdout.startswith(b"Status: 200")
+
+
+def test_a_streamed_body_without_length_is_limited(pyd_factory, site):
+    port = free_port()
+    p = pyd_factory(pyd_config(site, port, site / "fcgi.sock").replace(
+        "client-max-body-size 20M;", "client-max-body-size 64K;"))
+    p.start()
+    with FastCGIClient(("127.0.0.1", port)) as c:
+        big = c.request({"REQUEST_METHOD": "POST", "REQUEST_URI": "/"}, b"x" * 100_000,
+                        keep_conn=True)
+        assert big.stdout.startswith(b"Status: 413"), big.stdout[:100]
+        small = c.request({"REQUEST_METHOD": "POST", "REQUEST_URI": "/"}, b"x" * 1000,
+                          request_id=2, keep_conn=True)
+        assert small.stdout.startswith(b"Status: 200")
 
 
 def test_https_param_and_appname_routing(stack):

@@ -689,6 +689,35 @@ client-max-body-size 100;
     assert "Traceback" not in s.pyd.log()
 
 
+def test_several_instances_each_with_its_listeners_apps_and_settings(serve, tmp_path):
+    sock = tmp_path / "admin.sock"
+    v6 = socket.has_ipv6 and _can_bind_v6()
+    admin_port = free_port()
+    listen = f"unix:{sock}" + (f", [::1]:{admin_port}" if v6 else "")
+    s = serve(APP_POOL, main=f"Pool:HTTPServer:admin {{ listen {listen}; app apps:v_echo; "
+                             "server-tokens off; access-log off; }")
+    status, headers, body = curl_response(s.url("/"))
+    assert status == 200 and body.startswith(b"hello from")
+    assert headers["server"][0].startswith("pyd/")
+    status, headers, body = curl_response("--unix-socket", str(sock), "http://admin/x?q=1")
+    info = json.loads(body)
+    assert status == 200 and info["PATH_INFO"] == "/x" and info["QUERY_STRING"] == "q=1"
+    assert headers["server"] == ["pyd"]  # server-tokens off in this instance only
+    if v6:
+        status, _, body = curl_response(f"http://[::1]:{admin_port}/y")
+        assert status == 200 and json.loads(body)["SERVER_NAME"] == "::1"
+    assert s.pyd.title(s.worker_pid()).endswith("[HTTPServer:admin HTTPServer]")  # config order
+
+
+def _can_bind_v6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def test_slowloris_gets_408(serve):
     s = serve(APP_POOL + "client-header-timeout 1s;\n")
     started = time.monotonic()
@@ -712,6 +741,14 @@ def test_slowloris_gets_408(serve):
     assert status_of(raw) == 408
     assert 0.9 <= elapsed < 4.5, elapsed
     assert http_get(s.port, "/")[0] == 200
+
+
+def test_a_silent_new_connection_has_the_header_timeout(serve):
+    s = serve(APP_POOL + "client-header-timeout 1s;\nkeepalive-timeout 30s;\n")
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as sock:
+        assert sock.recv(100) == b""  # closed quietly, as nginx does: no request, no answer
+    assert 0.9 <= time.monotonic() - started < 4.5
 
 
 def test_idle_keep_alive_connection_is_not_408(serve):
@@ -848,6 +885,9 @@ def test_flask_app(serve, tmp_path):
     status, _, body = curl_response("-d", "name=Ada", "-d", "tag=a", "-d", "tag=b",
                                     s.url("/form"))
     assert status == 200 and json.loads(body) == {"name": "Ada", "tags": ["a", "b"]}
+    status, _, body = curl_response("-H", "Transfer-Encoding: chunked", "-d", "name=Bob",
+                                    "-d", "tag=c", s.url("/form"))  # no length: input_terminated
+    assert status == 200 and json.loads(body) == {"name": "Bob", "tags": ["c"]}
     upload = tmp_path / "upload.bin"
     upload.write_bytes(os.urandom(500000))
     status, _, body = curl_response("-F", f"file=@{upload}", "-F", "note=hi", s.url("/upload"))
@@ -889,6 +929,7 @@ def site(tmp_path):
     (root / "secret.txt").write_text("SECRET\n")
     os.symlink(root / "secret.txt", www / "leak.txt")
     os.symlink(www / "data.txt", www / "inside.txt")
+    os.symlink(root / "rooted", www / "outside")  # a directory out of the root
     (root / "rooted" / "files").mkdir(parents=True)
     (root / "rooted" / "files" / "r.txt").write_text("rooted\n")
     return root
@@ -1005,6 +1046,14 @@ def test_static_traversal_is_refused(serve, site, path):
         status_of(raw) == 200 and b"hello from" in raw)  # normalized out of /static/
 
 
+def test_a_symlinked_directory_out_of_the_root_does_not_show(serve, site):
+    s = serve(static_pool(site))
+    for path in ("/static/outside", "/static/outside/", "/static/outside/files",
+                 "/static/outside/files/r.txt", "/static/outside/missing"):
+        status, headers, body = http_get(s.port, path)
+        assert status == 404 and "location" not in headers and b"rooted" not in body, path
+
+
 # -- proxies, logs, limits -----------------------------------------------------------------------
 
 
@@ -1044,6 +1093,18 @@ def test_access_log_combined_cannot_be_forged(serve):
     assert m["referer"] == "r\\x22\\x5C"
     m = COMBINED.fullmatch(lines[-1])
     assert m and m["agent"] == "plain" and m["request"] == "GET /api/ HTTP/1.1"
+
+
+def test_access_log_has_unreadable_requests_and_the_real_client(serve):
+    s = serve(APP_POOL + "real-ip-from 127.0.0.0/8;\n")
+    exchange(s.port, b"GARBAGE\x01 / HTTP/1.1\r\n\r\n")
+    raw_get(s.port, "/" + "x" * 9000)
+    http_get(s.port, "/api/", headers={"X-Forwarded-For": "1.2.3.4, 5.6.7.8"})
+    lines = s.wait_access_lines(3)
+    bad, long, proxied = (COMBINED.fullmatch(x) for x in lines[-3:])
+    assert bad and bad["request"] == "-" and bad["status"] == "400", lines[-3]
+    assert long and long["status"] == "414" and long["addr"] == "127.0.0.1", lines[-2]
+    assert proxied and proxied["addr"] == "5.6.7.8" and proxied["status"] == "200", lines[-1]
 
 
 def test_access_log_json(serve):

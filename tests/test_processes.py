@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import free_port
+from harness import free_port, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -33,25 +33,6 @@ def config(directory: Path, sections: str) -> str:
     return (f"user root;\nworkers 2;\ncwd {directory};\ngraceful-timeout 5s;\n"
             f"Pool:HTTPServer {{ listen 127.0.0.1:{free_port()}; app hello:app; "
             f"access-log off; }}\n{sections}")
-
-
-def wait_until(predicate, timeout: float, what: str, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"{what}: not within {timeout}s")
-
-
-def service_of(p) -> int:
-    def find() -> list[int]:
-        return [c for c in p.children(p.master_pid) if p.title(c).startswith("pyd: service")]
-
-    pids = wait_until(find, 5, "the service process")
-    assert len(pids) == 1
-    return pids[0]
 
 
 def descendants(p, pid: int) -> set[int]:
@@ -76,7 +57,7 @@ def programs(p) -> dict[str, dict]:
 
 
 def running(p, name: str, count: int = 1) -> dict[str, dict]:
-    service_of(p)  # started right after the workers serve: `pyd start` does not wait for it
+    p.service()  # started right after the workers serve: `pyd start` does not wait for it
 
     def check():
         progs = programs(p)
@@ -94,7 +75,7 @@ Process:echo { command "sh -c 'echo hello from $$; echo oops >&2; exec sleep 100
 '''))
     p.start()
     first = running(p, "echo")["echo"]["pid"]
-    assert p.children(service_of(p)) == [first]
+    assert p.children(p.service()) == [first]
     assert os.getpgid(first) == first, "its own process group"
     p.wait_for_log(rf"process\.echo: hello from {first}\n")
     p.wait_for_log(r"process\.echo: oops\n")
@@ -155,7 +136,7 @@ Process:tree { command "sh -c 'sleep 1000 & setsid sleep 1001 & sleep 1002'"; nu
 '''))
     p.start()
     running(p, "tree", 2)
-    service = service_of(p)
+    service = p.service()
     tree = wait_until(lambda: (lambda d: d if len(d) == 8 else None)(descendants(p, service)),
                       5, "two sh with three sleeps each")
     escaped = [pid for pid in tree if os.getsid(pid) == pid]
@@ -204,7 +185,7 @@ Process:who { command "sh -c 'echo $GREETING $SECOND from $(pwd) as $(id -u) num
     p.start()
     pid = running(p, "who")["who"]["pid"]
     assert p.ids(pid) == (nobody.pw_uid, nobody.pw_gid)
-    assert p.ids(service_of(p))[0] == 0
+    assert p.ids(p.service())[0] == 0
     p.wait_for_log(rf"process\.who: hello two words from /tmp as {nobody.pw_uid} number 1\n")
 
 
@@ -214,7 +195,7 @@ Process:tree { command "sh -c 'sleep 1000 & setsid sleep 1001 & sleep 1002'"; }
 '''))
     p.start()
     running(p, "tree")
-    service = service_of(p)
+    service = p.service()
     old_tree = wait_until(lambda: (lambda d: d if len(d) == 4 else None)(descendants(p, service)),
                           5, "sh and three sleeps")
     workers = p.workers()

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from harness import free_port, world_readable_dir
+from harness import free_port, wait_until, world_readable_dir
 
 from pyd.config import ConfigError, load
 from pyd.scheduler import Cron, Interval
@@ -178,26 +178,6 @@ def lines(path: Path) -> list[str]:
         return []
 
 
-def wait_until(predicate, timeout: float, what: str, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"{what}: not within {timeout}s")
-
-
-def service_of(p) -> int:
-    """The pid of the one service process (started right after the workers serve)."""
-    def find() -> list[int]:
-        return [c for c in p.children(p.master_pid) if p.title(c).startswith("pyd: service")]
-
-    pids = wait_until(find, 5, "the service process")
-    assert len(pids) == 1, [p.title(c) for c in p.children(p.master_pid)]
-    return pids[0]
-
-
 @pytest.mark.e2e
 @pytest.mark.timeout(60)
 def test_a_job_fires_once_per_tick_whatever_the_number_of_workers(pyd_factory, site):
@@ -213,7 +193,7 @@ def test_a_job_fires_once_per_tick_whatever_the_number_of_workers(pyd_factory, s
     elapsed = time.monotonic() - first
     # ticks at 0, 1, 2, 3, 4 (and perhaps 5 with a slow file system); 20 would be once per worker
     assert 4 <= len(seen) <= 6, (len(seen), elapsed)
-    service = service_of(p)
+    service = p.service()
     assert set(seen) == {str(service)}, "every run comes from the one service process"
     assert p.title(service) == "pyd: service [scheduler]"
     log = p.log()
@@ -321,13 +301,13 @@ def test_update_changes_the_schedule_and_reload_leaves_the_service_alone(pyd_fac
     p = pyd_factory(config(site, f'Cron:tick {{ every 1s; command "date +%s.%N >> {a}"; }}\n'))
     p.start()
     wait_until(lambda: len(lines(a)) >= 2, 6, "two runs")
-    service = service_of(p)
+    service = p.service()
     workers = set(p.workers())
 
     out = p.cli("reload", check=True).stdout
     assert "replaced" in out
     assert not workers & set(p.workers())
-    assert service_of(p) == service, "reload replaces workers, not the service process"
+    assert p.service() == service, "reload replaces workers, not the service process"
     before = len(lines(a))
     wait_until(lambda: len(lines(a)) >= before + 2, 5, "runs after the reload")
     times = [float(t) for t in lines(a)]
@@ -344,7 +324,7 @@ def test_update_changes_the_schedule_and_reload_leaves_the_service_alone(pyd_fac
     listing = p.cli("cron", "list", check=True).stdout
     assert re.search(r"tick +0 0 1 1 \* +\d{4}-01-01 00:00:00", listing), listing
     assert re.search(r"new +every 1s", listing), listing
-    assert service_of(p) == service, "update reconfigures the service process in place"
+    assert p.service() == service, "update reconfigures the service process in place"
     assert "Cron:tick changed; rescheduled" in p.log()
 
 
@@ -368,7 +348,7 @@ Cron:py {{ schedule "0 0 1 1 *"; run whoami:whoami; }}
 Cron:sh {{ schedule "0 0 1 1 *"; command "id -u > {out}/sh"; }}
 ''', user="nobody"), directory=site / "pyd")
     p.start()
-    assert p.ids(service_of(p))[0] == 0, "the service process keeps root"
+    assert p.ids(p.service())[0] == 0, "the service process keeps root"
     p.cli("cron", "run", "py", check=True)
     p.cli("cron", "run", "sh", check=True)
     assert (out / "py").read_text() == str(nobody)

@@ -262,7 +262,7 @@ directive("client-header-timeout", Duration(min=0.001), 60.0, scopes=HTTP, examp
                "(slowloris).")
 directive("client-body-timeout", Duration(min=0.001), 60.0, scopes=WEB_POOLS, example="60s",
           help="The longest wait between two reads of a request body; then 408.")
-directive("send-timeout", Duration(min=0.001), 60.0, scopes=WEB_POOLS, example="60s",
+directive("send-timeout", Duration(min=0.001), 60.0, scopes=HTTP, example="60s",
           help="The longest wait for the client to take more of a response; then the "
                "connection closes.")
 directive("client-max-body-size", Size(), 1 << 20, scopes=WEB_POOLS, example="10M",
@@ -284,7 +284,7 @@ directive("max-headers", Integer(min=1, max=10000), 100, scopes=HTTP, example="1
           help="More request header fields than this are refused with 431.")
 directive("max-connections", Integer(min=1), 10000, scopes=POOLS, example="10000",
           help="Per worker: at this many open connections accepting pauses, and resumes below.")
-directive("real-ip-from", Network(), (), scopes=WEB_POOLS, multiple=True, example="10.0.0.0/8",
+directive("real-ip-from", Network(), (), scopes=HTTP, multiple=True, example="10.0.0.0/8",
           help="Trusted proxies: from these peers, X-Forwarded-For gives REMOTE_ADDR and "
                "X-Forwarded-Proto the URL scheme.")
 directive("access-log", Choice("combined", "json", "off"), "combined", scopes=HTTP,
@@ -297,7 +297,7 @@ directive("access-log-target", String(pattern=r"Log:[^\s:]+", expected="a Log se
                "`message`, the bare line, by default) instead of the main log, on channel "
                "`pyd.http.access.NAME`. A Log section named here takes no other channels "
                "unless it says `channels` itself.")
-directive("server-tokens", Boolean(), True, scopes=WEB_POOLS, example="off",
+directive("server-tokens", Boolean(), True, scopes=HTTP, example="off",
           help="Show pyd's version in the Server header (off: just `pyd`).")
 directive("gzip", Boolean(), False, scopes=HTTP, example="on",
           help="Compress responses on the fly with the best coding the client accepts "

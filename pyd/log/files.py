@@ -15,7 +15,7 @@ import stat
 import time
 
 from .health import Health
-from .sinks import Sink, write_all
+from .sinks import DescriptorSink, write_all
 
 FILE_MODE = 0o640  # access logs hold client addresses: not for every local user
 RETRY_AFTER = 60.0  # a rotation that failed (rename refused, disk full) is tried again then
@@ -37,7 +37,7 @@ def rotated_name(path: str, now: float) -> str:
     return name
 
 
-class FileSink(Sink):
+class FileSink(DescriptorSink):
     def __init__(self, key: str, label: str, health: Health, path: str, *,
                  rotate_size: int = 0, rotate_every: float = 0.0, keep: int = 7,
                  compress: str = "off", housekeeper=None):
@@ -180,16 +180,6 @@ class FileSink(Sink):
         if old >= 0:
             os.close(old)
 
-    def close(self) -> None:
-        if self.fd >= 0:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.fd = -1
-
-    def close_in_child(self) -> None:
-        self.close()
 
 
 def _unlink(path: str) -> None:

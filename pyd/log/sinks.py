@@ -141,7 +141,24 @@ def write_all(fd: int, data: bytes) -> tuple[int, OSError | None]:
     return done, None
 
 
-class StreamSink(Sink):
+class DescriptorSink(Sink):
+    """A target written through one descriptor of the master's: a file or a stream."""
+
+    fd = -1
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
+
+    def close_in_child(self) -> None:
+        self.close()
+
+
+class StreamSink(DescriptorSink):
     """stdout, stderr or the terminal (verbose-tty) of the master."""
 
     def __init__(self, key: str, label: str, health: Health, fd: int):
@@ -154,13 +171,3 @@ class StreamSink(Sink):
         if error is not None:
             self.health.lost(self.label, data.count(b"\n", done) or 1, error)
 
-    def close(self) -> None:
-        if self.fd >= 0:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.fd = -1
-
-    def close_in_child(self) -> None:
-        self.close()

@@ -19,6 +19,7 @@ from gevent.lock import Semaphore
 from ..base import Pool
 from ..http import wsgi
 from ..http.apps import build_router
+from ..http.h1 import REASONS
 from ..http.routing import Router
 from . import protocol as fcgi
 
@@ -31,7 +32,7 @@ BODY_BUFFER = 1 << 20  # per connection: past this, stop reading until the apps 
 class _Body:
     """STDIN of one request: the reader pushes chunks, the app pulls them."""
 
-    __slots__ = ("chunks", "done", "ready", "size", "conn")
+    __slots__ = ("chunks", "done", "ready", "size", "conn", "too_large")
 
     def __init__(self, conn: FastCGIServerConnection):
         self.chunks: list[bytes] = []
@@ -39,10 +40,16 @@ class _Body:
         self.ready = Event()
         self.size = 0
         self.conn = conn
+        self.too_large = False
 
     def push(self, data: bytes) -> None:
-        self.chunks.append(data)
         self.size += len(data)
+        limit = self.conn.pool.max_body
+        if limit and self.size > limit:  # no CONTENT_LENGTH said so before: stop it here
+            self.too_large = True
+            self.ready.set()
+            return
+        self.chunks.append(data)
         self.conn.buffered += len(data)
         self.ready.set()
 
@@ -52,6 +59,8 @@ class _Body:
 
     def pull(self) -> bytes:
         while not self.chunks:
+            if self.too_large:
+                raise wsgi.ClientError(413, "request body too large")
             if self.done:
                 return b""
             self.ready.clear()
@@ -72,7 +81,6 @@ class FastCGIPool(Pool):
         self.allowed = tuple(s["allowed-clients"])
         self.keepalive_timeout = s["keepalive-timeout"]
         self.body_timeout = s["client-body-timeout"]
-        self.send_timeout = s["send-timeout"]
         self.max_body = s["client-max-body-size"] or None
         self.router: Router | None = None
         self.apps: dict = {}
@@ -131,6 +139,7 @@ class FastCGIServerConnection:
                                             max_requests_in_flight=128)
         self.lock = Semaphore()
         self.requests: dict[int, gevent.Greenlet] = {}
+        self.running: set[int] = set()  # request ids whose greenlet has started
         self.bodies: dict[int, _Body] = {}
         self.buffered = 0
         self.room = Event()
@@ -208,11 +217,14 @@ class FastCGIServerConnection:
             self.bodies[ev.request_id] = _Body(self)
             return True
         if kind is fcgi.AbortRequest:
-            g = self.requests.get(ev.request_id)
-            if g is not None:
+            rid = ev.request_id
+            g = self.requests.get(rid)
+            if g is not None and rid in self.running:
                 g.kill(block=False)  # its finally closes the app's iterable and ends the id
             else:
-                self._end(ev.request_id)
+                if g is not None:
+                    g.kill(block=False)  # not started yet: it never will, so end it here
+                self._end(rid, 1)
             return True
         if kind is fcgi.ConnectionClosed:
             return False
@@ -241,14 +253,25 @@ class FastCGIServerConnection:
             if self.buffered < BODY_BUFFER:
                 self.room.set()
         self.requests.pop(request_id, None)
+        self.running.discard(request_id)
 
     def send(self, data: bytes) -> None:
-        """Whole records only, one writer at a time: multiplexed requests share the socket."""
+        """Whole records only, one writer at a time: multiplexed requests share the socket.
+
+        A request killed (ABORT_REQUEST) while it waits for room finishes its records first:
+        half a record would garble every other request on the connection."""
         with self.lock:
-            try:
-                self.sock.sendall(data)
-            except OSError:
-                raise wsgi.ClientGone() from None
+            view = memoryview(data)
+            killed = None
+            while view:
+                try:
+                    view = view[self.sock.send(view):]
+                except gevent.GreenletExit as e:  # thrown in the wait, before any byte left
+                    killed = e
+                except OSError:
+                    raise wsgi.ClientGone() from None
+            if killed is not None:
+                raise killed
 
     # -- one request ----------------------------------------------------------------------------
 
@@ -259,6 +282,7 @@ class FastCGIServerConnection:
         token = worker.request_started(f"{method} {uri} (FastCGI)") if worker else None
         t = _Response(self, request_id, method)
         status = 0
+        self.running.add(request_id)
         try:
             try:
                 app, environ = self.environ(params, body)
@@ -297,7 +321,8 @@ class FastCGIServerConnection:
             raise _TooLarge()
         env.update({
             "wsgi.version": (1, 0), "wsgi.url_scheme": scheme,
-            "wsgi.input": wsgi.BodyReader(body.pull), "wsgi.errors": _ERRORS,
+            "wsgi.input": wsgi.BodyReader(body.pull), "wsgi.input_terminated": True,
+            "wsgi.errors": _ERRORS,
             "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
             "wsgi.file_wrapper": wsgi.FileWrapper,
         })
@@ -394,8 +419,9 @@ class _Response:
         if sent:
             self.cut = True
             return
-        status = "413 Content Too Large" if isinstance(exc, _TooLarge) else \
-            "500 Internal Server Error"
+        code = 413 if isinstance(exc, _TooLarge) else exc.status if isinstance(
+            exc, wsgi.ClientError) else 500
+        status = f"{code} {REASONS.get(code, 'Error')}"
         text = status[4:].encode() + b"\n"
         self.respond(status, [("Content-Type", "text/plain"),
                               ("Content-Length", str(len(text)))], text)

@@ -64,23 +64,31 @@ class AccessLog:
         return cls(fmt, pool, logging.getLogger(channel))
 
     def log(self, conn, req, started: float) -> None:
+        """One line for one response; `req` None: a request that could not be read (its
+        request field is `-`, as nginx writes it)."""
         status = conn.status[:3] if conn.status else "-"
         duration = time.monotonic() - started
         if self.fmt == "json":
             # Written out rather than json.dumps(dict): the same text at a third of the cost,
             # every string still escaped by json's own (C) encoder.
-            referer, agent = _header(req, b"referer"), _header(req, b"user-agent")
-            line = (f'{{"time": "{_now(iso=True)}", "remote_addr": {_json(conn.remote_addr)}, '
-                    f'"method": {_json(req.method)}, '
-                    f'"uri": {_json(req.target.decode("latin-1"))}, '
-                    f'"protocol": "HTTP/{req.version}", '
-                    f'"status": {status if status.isdigit() else "null"}, '
+            if req is None:
+                request = '"method": null, "uri": null, "protocol": null'
+                referer = agent = None
+            else:
+                request = (f'"method": {_json(req.method)}, '
+                           f'"uri": {_json(req.target.decode("latin-1"))}, '
+                           f'"protocol": "HTTP/{req.version}"')
+                referer, agent = _header(req, b"referer"), _header(req, b"user-agent")
+            line = (f'{{"time": "{_now(iso=True)}", "remote_addr": {_json(conn.client)}, '
+                    f'{request}, "status": {status if status.isdigit() else "null"}, '
                     f'"body_bytes": {conn.body_bytes}, '
                     f'"referer": {_json(referer.decode("latin-1")) if referer else "null"}, '
                     f'"user_agent": {_json(agent.decode("latin-1")) if agent else "null"}, '
                     f'"duration": {round(duration, 6)!r}, "pool": {self.pool_json}}}')
+        elif req is None:
+            line = f'{conn.client or "-"} - - [{_now()}] "-" {status} {conn.body_bytes} "-" "-" 0.000'
         else:
-            line = (f'{conn.remote_addr or "-"} - - [{_now()}] '
+            line = (f'{conn.client or "-"} - - [{_now()}] '
                     f'"{_escape(req.method)} {_escape(req.target)} HTTP/{req.version}" '
                     f'{status} {conn.body_bytes} "{_escape(_header(req, b"referer"))}" '
                     f'"{_escape(_header(req, b"user-agent"))}" {duration:.3f}')

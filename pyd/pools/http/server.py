@@ -102,6 +102,7 @@ class HTTPServerPool(Pool):
         self.template = {
             "SERVER_SOFTWARE": "pyd", "GATEWAY_INTERFACE": "CGI/1.1",
             "wsgi.version": (1, 0), "wsgi.url_scheme": self.scheme,
+            "wsgi.input_terminated": True,  # wsgi.input ends with the body, chunked or not
             "wsgi.errors": _ERRORS, "wsgi.multithread": False, "wsgi.multiprocess": True,
             "wsgi.run_once": False, "wsgi.file_wrapper": wsgi.FileWrapper,
         }
@@ -200,7 +201,8 @@ class HTTPConnection:
     __slots__ = ("pool", "sock", "raw", "h1", "closing", "waiting", "deadline", "head_deadline",
                  "parked",
                  "headers_sent", "on_wire", "_pending", "status", "body_bytes", "encoder",
-                 "accept", "method", "remote_addr", "remote_port", "server", "trusted")
+                 "accept", "method", "remote_addr", "remote_port", "client", "server",
+                 "trusted")
 
     def __init__(self, pool: HTTPServerPool, sock: socket.socket, address: Any):
         self.pool = pool
@@ -266,8 +268,9 @@ class HTTPConnection:
             self.close_idle()
             return False
         try:
-            if idle:
-                data = self._recv("idle", time.monotonic() + self.pool.keepalive_timeout)
+            if idle:  # a new connection has client-header-timeout for its first request
+                wait = self.pool.keepalive_timeout if self.method else self.pool.header_timeout
+                data = self._recv("idle", time.monotonic() + wait)
             else:
                 data = self._recv("head", self.head_deadline)
         except _Park:
@@ -361,6 +364,7 @@ class HTTPConnection:
         self.body_bytes = 0
         self.encoder = self.accept = None
         self.method = req.method
+        self.client = self.remote_addr  # or the X-Forwarded-For of a trusted proxy
         try:
             raw_path, query = split_target(req.target)
             try:
@@ -428,6 +432,7 @@ class HTTPConnection:
                 env[key] = old + ("; " if key == "HTTP_COOKIE" else ", ") + text
         if self.trusted:
             _apply_forwarded(env)
+            self.client = env["REMOTE_ADDR"]
         if self.pool.compression is not None:
             self.accept = env.get("HTTP_ACCEPT_ENCODING")
         return env
@@ -576,9 +581,16 @@ class HTTPConnection:
                      text.encode())
 
     def send_error(self, e: ProtocolError) -> None:
+        """Answer a request that could not be read (400, 408, 413, 414, 431, ...), log it in
+        the access log as nginx does, and close."""
         self.status = f"{e.status}"
+        data = self.h1.error_response(e.status, e.reason)
+        self.body_bytes = len(data) - data.index(b"\r\n\r\n") - 4
+        self.client = self.remote_addr
+        if self.pool.access is not None:
+            self.pool.access.log(self, None, time.monotonic())
         try:
-            self._send(self.h1.error_response(e.status, e.reason))
+            self._send(data)
         except wsgi.ClientGone:
             return
         self.linger()

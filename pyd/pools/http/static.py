@@ -55,6 +55,8 @@ class StaticFiles:
             return _not_found(start_response)
         except OSError:
             return _plain(start_response, "403 Forbidden", b"Forbidden\n")
+        if not self._inside(full):  # a symlink out of the root: not even its kind shows
+            return _not_found(start_response)
         if stat.S_ISDIR(st.st_mode):
             if not path.endswith("/") and path != "":
                 location = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") + "/"
@@ -67,12 +69,12 @@ class StaticFiles:
                     st = os.stat(candidate)
                 except OSError:
                     continue
-                if stat.S_ISREG(st.st_mode):
+                if stat.S_ISREG(st.st_mode) and self._inside(candidate):
                     full = candidate
                     break
             else:
                 return _plain(start_response, "403 Forbidden", b"Forbidden\n")
-        if not stat.S_ISREG(st.st_mode) or not self._inside(full):
+        if not stat.S_ISREG(st.st_mode):
             return _not_found(start_response)
         return self._serve(environ, start_response, full, st, method)
 
