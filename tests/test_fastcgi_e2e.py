@@ -464,3 +464,24 @@ def test_recycling_behind_nginx_loses_nothing(pyd_factory, site):
     for load in loads:
         assert load.failed == 0 and load.resets == 0, load.report()
     assert "upstream prematurely closed" not in (site / "nginx-error.log").read_text()
+
+
+def test_idle_and_stalled_connections_are_closed_at_their_deadlines(pyd_factory, site):
+    port = free_port()
+    p = pyd_factory(pyd_config(site, port, site / "fcgi.sock").replace(
+        "    app fapp:info;", "    app fapp:info;\n    keepalive-timeout 1s;\n"
+                             "    client-body-timeout 2s;"))
+    p.start()
+
+    def closed_after(data: bytes) -> float:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(data)
+            assert s.recv(100) == b""
+        return time.monotonic() - started
+
+    assert 0.9 <= closed_after(b"") < 3.0  # nothing at all: keepalive-timeout
+    stalled = begin_request(1) + params_records(1, {"REQUEST_METHOD": "POST"})  # no STDIN end
+    assert 1.9 <= closed_after(stalled) < 4.0  # client-body-timeout
+    with FastCGIClient(("127.0.0.1", port)) as c:  # and the worker serves on
+        assert c.request({"REQUEST_METHOD": "GET"}).stdout.startswith(b"Status: 200")

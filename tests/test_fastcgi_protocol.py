@@ -559,6 +559,9 @@ names_values = st.lists(st.tuples(st.binary(max_size=300), st.binary(max_size=30
 def test_params_round_trip(pairs):
     assert decode_params(encode_params(pairs)) == pairs
     assert decode_params(bytearray(encode_params(pairs))) == pairs
+    # As text (the pool's WSGI environ): the same pairs, each byte one latin-1 character.
+    assert decode_params(encode_params(pairs), text=True) == [
+        (k.decode("latin-1"), v.decode("latin-1")) for k, v in pairs]
 
 
 @FAST

@@ -132,7 +132,7 @@ class Params:
     """The whole PARAMS stream of a request, decoded (a repeated name keeps its last value)."""
 
     request_id: int
-    params: dict[bytes, bytes]
+    params: dict[bytes, bytes]  # or dict[str, str] with text_params
 
 
 @dataclass(slots=True)
@@ -226,11 +226,15 @@ def encode_params(pairs: Mapping[bytes, bytes] | Iterable[tuple[bytes, bytes]]) 
     return b"".join(parts)
 
 
-def decode_params(data: bytes) -> list[tuple[bytes, bytes]]:
-    """The name-value pairs in `data`; `ProtocolError` if a pair is truncated or garbled."""
+def decode_params(data: bytes, text: bool = False) -> list[tuple[bytes, bytes]] | list[tuple[str, str]]:
+    """The name-value pairs in `data`; `ProtocolError` if a pair is truncated or garbled.
+
+    `text`: as str, decoded as latin-1 (what CGI variables are in a WSGI environ): the whole
+    stream is decoded once and sliced at the same offsets, a byte being one character."""
     if type(data) is not bytes:
         data = bytes(data)  # so that the slices below are bytes, copied once
-    pairs: list[tuple[bytes, bytes]] = []
+    source = data.decode("latin-1") if text else data
+    pairs: list = []
     append = pairs.append
     pos = 0
     end = len(data)
@@ -248,7 +252,7 @@ def decode_params(data: bytes) -> list[tuple[bytes, bytes]]:
             if value_end > end:
                 raise ProtocolError(f"name-value pair lengths ({name_length}, {value_length}) "
                                     f"point {value_end - end} bytes past the end of the stream")
-            append((data[pos:name_end], data[name_end:value_end]))
+            append((source[pos:name_end], source[name_end:value_end]))
             pos = value_end
     except (IndexError, struct.error):
         raise ProtocolError("name-value pair truncated inside its lengths") from None
@@ -276,10 +280,13 @@ class FastCGIConnection:
     """The application side of one FastCGI transport connection (see the module docstring)."""
 
     __slots__ = ("_buf", "_pos", "_eof", "_error", "_requests", "_outbox",
-                 "_keep_conn", "_multiplex", "_max_params_size", "_max_in_flight", "_values")
+                 "_keep_conn", "_multiplex", "_max_params_size", "_max_in_flight", "_values",
+                 "_text_params")
 
     def __init__(self, *, max_conns: int = 1000, max_reqs: int = 1000, multiplex: bool = True,
-                 max_params_size: int = 1 << 20, max_requests_in_flight: int = 1000) -> None:
+                 max_params_size: int = 1 << 20, max_requests_in_flight: int = 1000,
+                 text_params: bool = False) -> None:
+        self._text_params = text_params  # Params as dict[str, str] (latin-1), for WSGI
         # The input buffer is the caller's bytes object while nothing is left over (no copy
         # on the common path), and a bytearray only while a record is split across reads.
         self._buf: bytes | bytearray = b""
@@ -437,11 +444,11 @@ class FastCGIConnection:
         self._outbox.append(_END_RECORD.pack(VERSION_1, END_REQUEST, rid, 8, 0, 0, refusal))
         return None
 
-    def _decode_request_params(self, rid: int, request: _Request) -> dict[bytes, bytes]:
+    def _decode_request_params(self, rid: int, request: _Request) -> dict:
         stream = request.params
         request.params = b""
         try:
-            return dict(decode_params(stream))
+            return dict(decode_params(stream, self._text_params))
         except ProtocolError as e:
             self._fail(f"request {rid}: PARAMS: {e}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket as _stdsocket
+import time
 from typing import Any
 
 import gevent
@@ -26,6 +27,8 @@ from . import protocol as fcgi
 log = logging.getLogger("pyd.fastcgi")
 
 RECV_SIZE = 65536
+SEND_TIMEOUT = 60.0  # the web server took nothing of a response for this long: it is gone
+SWEEP_INTERVAL = 0.5  # how often deadlines are checked
 BODY_BUFFER = 1 << 20  # per connection: past this, stop reading until the apps consume
 
 
@@ -84,10 +87,25 @@ class FastCGIPool(Pool):
         self.max_body = s["client-max-body-size"] or None
         self.router: Router | None = None
         self.apps: dict = {}
+        self._sweeper: gevent.Greenlet | None = None
 
     def load(self, apps: dict) -> None:
         self.apps = apps
         self.router = build_router(self.section, apps)
+
+    def start(self) -> None:
+        super().start()
+        self._sweeper = gevent.spawn(self._sweep)
+
+    def _sweep(self) -> None:
+        """Read and send deadlines, twice a second for every connection."""
+        hub = gevent.get_hub()
+        while True:
+            gevent.sleep(SWEEP_INTERVAL)
+            now = time.monotonic()
+            for c in list(self.connections.values()):
+                if type(c) is FastCGIServerConnection:
+                    c.expire(now, hub)
 
     def handle(self, sock, address: Any) -> None:
         if sock.family in (_stdsocket.AF_INET, _stdsocket.AF_INET6) and not _allowed(
@@ -112,11 +130,23 @@ class FastCGIPool(Pool):
                     c.closing = True
                     if c.waiting_idle:
                         hub.cancel_wait(c.sock._read_event, _Close())
-        return super().shutdown(graceful)
+        done = super().shutdown(graceful)
+        if done and self._sweeper is not None:
+            self._sweeper.kill(block=False)
+        return done
+
+    def close_all(self) -> None:
+        super().close_all()
+        if self._sweeper is not None:
+            self._sweeper.kill(block=False)
 
 
 class _Close(Exception):
     """Thrown into a connection waiting between requests during a drain."""
+
+
+class _Expired(Exception):
+    """Thrown into a wait past its deadline by the pool's sweeper."""
 
 
 def _allowed(addr: str, networks: tuple) -> bool:
@@ -136,7 +166,7 @@ class FastCGIServerConnection:
         self.proto = fcgi.FastCGIConnection(max_conns=pool.max_connections,
                                             max_reqs=pool.max_connections, multiplex=True,
                                             max_params_size=256 * 1024,
-                                            max_requests_in_flight=128)
+                                            max_requests_in_flight=128, text_params=True)
         self.lock = Semaphore()
         self.requests: dict[int, gevent.Greenlet] = {}
         self.running: set[int] = set()  # request ids whose greenlet has started
@@ -144,10 +174,12 @@ class FastCGIServerConnection:
         self.buffered = 0
         self.room = Event()
         self.room.set()
+        self.raw = sock._sock  # the non-blocking socket under gevent's: tried before waiting
         self.closing = False
         self.waiting_idle = False
+        self.read_deadline = 0.0  # while a read waits: until when (0: not waiting)
+        self.send_deadline = 0.0
         self._seen_request = False
-        self._timeout: float | None = None
 
     def run(self) -> None:
         try:
@@ -158,7 +190,6 @@ class FastCGIServerConnection:
 
     def _read_loop(self) -> None:
         proto = self.proto
-        sock = self.sock
         while True:
             if not self.room.is_set():
                 self.room.wait()
@@ -167,17 +198,10 @@ class FastCGIServerConnection:
             idle = not proto.requests_in_flight
             if idle and (self.closing or (not proto.keep_conn and self._seen_request)):
                 return
-            timeout = self.pool.keepalive_timeout if idle else self.pool.body_timeout
-            if timeout != self._timeout:
-                sock.settimeout(timeout)
-                self._timeout = timeout
-            self.waiting_idle = idle
             try:
-                data = sock.recv(RECV_SIZE)
-            except (_Close, TimeoutError, OSError):
+                data = self._recv(idle)
+            except (_Close, _Expired, OSError):
                 return
-            finally:
-                self.waiting_idle = False
             proto.receive_data(data)
             try:
                 while self._dispatch(proto.next_event()):
@@ -191,6 +215,36 @@ class FastCGIServerConnection:
                 self.send(out)
             if not data:
                 return
+
+    def _recv(self, idle: bool) -> bytes:
+        """The next bytes: at once if they are there, else wait until the deadline (which the
+        pool's sweeper enforces: cheaper than a timer for every wait)."""
+        raw = self.raw
+        try:
+            return raw.recv(RECV_SIZE)
+        except BlockingIOError:
+            pass
+        sock = self.sock
+        wait = self.pool.keepalive_timeout if idle else self.pool.body_timeout
+        self.read_deadline = time.monotonic() + wait
+        self.waiting_idle = idle
+        try:
+            while True:
+                sock._wait(sock._read_event)
+                try:
+                    return raw.recv(RECV_SIZE)
+                except BlockingIOError:
+                    continue
+        finally:
+            self.read_deadline = 0.0
+            self.waiting_idle = False
+
+    def expire(self, now: float, hub) -> None:
+        """The sweeper: wake a wait past its deadline with _Expired."""
+        if self.read_deadline and now > self.read_deadline:
+            hub.cancel_wait(self.sock._read_event, _Expired())
+        if self.send_deadline and now > self.send_deadline:
+            hub.cancel_wait(self.sock._write_event, _Expired())
 
     def _dispatch(self, ev) -> bool:
         """Act on one event; False when the codec needs more bytes or the peer left."""
@@ -261,15 +315,26 @@ class FastCGIServerConnection:
         A request killed (ABORT_REQUEST) while it waits for room finishes its records first:
         half a record would garble every other request on the connection."""
         with self.lock:
+            raw, sock = self.raw, self.sock
             view = memoryview(data)
             killed = None
             while view:
                 try:
-                    view = view[self.sock.send(view):]
-                except gevent.GreenletExit as e:  # thrown in the wait, before any byte left
-                    killed = e
+                    view = view[raw.send(view):]
+                    continue
+                except BlockingIOError:
+                    pass
                 except OSError:
                     raise wsgi.ClientGone() from None
+                self.send_deadline = time.monotonic() + SEND_TIMEOUT
+                try:
+                    sock._wait(sock._write_event)
+                except gevent.GreenletExit as e:  # thrown in the wait, before any byte left
+                    killed = e
+                except _Expired:
+                    raise wsgi.ClientGone() from None
+                finally:
+                    self.send_deadline = 0.0
             if killed is not None:
                 raise killed
 
@@ -277,8 +342,8 @@ class FastCGIServerConnection:
 
     def serve(self, request_id: int, params: dict, body: _Body) -> None:
         worker = self.pool.worker
-        method = params.get(b"REQUEST_METHOD", b"GET").decode("latin-1")
-        uri = params.get(b"REQUEST_URI", b"").decode("latin-1")
+        method = params.get("REQUEST_METHOD", "GET")
+        uri = params.get("REQUEST_URI", "")
         token = worker.request_started(f"{method} {uri} (FastCGI)") if worker else None
         t = _Response(self, request_id, method)
         status = 0
@@ -313,7 +378,7 @@ class FastCGIServerConnection:
             self._forget(request_id)
 
     def environ(self, params: dict, body: _Body) -> tuple[Any, dict]:
-        env = {k.decode("latin-1"): v.decode("latin-1") for k, v in params.items()}
+        env = params  # the codec decoded them as latin-1 str (text_params): this request's own
         scheme = "https" if env.get("HTTPS", "").lower() in ("on", "1") or env.get(
             "REQUEST_SCHEME") == "https" else "http"
         length = env.get("CONTENT_LENGTH", "")
