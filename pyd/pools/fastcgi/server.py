@@ -35,30 +35,33 @@ BODY_BUFFER = 1 << 20  # per connection: past this, stop reading until the apps 
 class _Body:
     """STDIN of one request: the reader pushes chunks, the app pulls them."""
 
-    __slots__ = ("chunks", "done", "ready", "size", "conn", "too_large")
+    __slots__ = ("chunks", "done", "waiter", "size", "conn", "too_large")
 
     def __init__(self, conn: FastCGIServerConnection):
         self.chunks: list[bytes] = []
         self.done = False
-        self.ready = Event()
+        self.waiter: Event | None = None  # made only if the app waits for the body
         self.size = 0
         self.conn = conn
         self.too_large = False
+
+    def _wake(self) -> None:
+        if self.waiter is not None:
+            self.waiter.set()
 
     def push(self, data: bytes) -> None:
         self.size += len(data)
         limit = self.conn.pool.max_body
         if limit and self.size > limit:  # no CONTENT_LENGTH said so before: stop it here
             self.too_large = True
-            self.ready.set()
-            return
-        self.chunks.append(data)
-        self.conn.buffered += len(data)
-        self.ready.set()
+        else:
+            self.chunks.append(data)
+            self.conn.buffered += len(data)
+        self._wake()
 
     def end(self) -> None:
         self.done = True
-        self.ready.set()
+        self._wake()
 
     def pull(self) -> bytes:
         while not self.chunks:
@@ -66,8 +69,10 @@ class _Body:
                 raise wsgi.ClientError(413, "request body too large")
             if self.done:
                 return b""
-            self.ready.clear()
-            self.ready.wait()
+            if self.waiter is None:
+                self.waiter = Event()
+            self.waiter.clear()
+            self.waiter.wait()
         data = self.chunks.pop(0)
         self.conn.buffered -= len(data)
         if self.conn.buffered < BODY_BUFFER:
