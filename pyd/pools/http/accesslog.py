@@ -1,4 +1,6 @@
-"""The access log of the HTTP and FastCGI pools: `combined` or `json`, every value escaped.
+"""The access log of the HTTP pool: `combined` or `json`, every value escaped.
+
+(FastCGI requests are in the access log of nginx, which answers the client.)
 
 A header can never forge a field: in `combined` quotes, backslashes and control characters
 are escaped as nginx does; in `json` the encoder escapes everything.
