@@ -7,6 +7,7 @@ memory, and so out of every worker it forks (see config.load_apart).
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -87,11 +88,53 @@ class _Builder(lark.Transformer):
         return Position(self.source, tok.line + newlines, column, length)
 
 
+class _Lexer(lark.lexer.Lexer):
+    """The grammar's terminals as one regular expression, matched by `re` in C: lark's own
+    lexer takes a Python step for every token, half the time of a parse. The terminals of
+    this language never compete (none can start where another does), so the first match is
+    the only one."""
+
+    pattern: re.Pattern | None = None
+    ignore: frozenset[str] = frozenset()
+
+    def __init__(self, lexer_conf) -> None:
+        cls = type(self)
+        cls.ignore = frozenset(lexer_conf.ignore)
+        cls.pattern = re.compile("|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})"
+                                          for t in lexer_conf.terminals))
+
+    def lex(self, text: str):
+        return _scan(text, _builder)
+
+
+def _scan(text: str, builder: _Builder | None = None):
+    """Tokens with lark's positions (1-based lines and columns, end exclusive); braces are
+    counted by `builder` as they are read. UnexpectedCharacters where no token starts."""
+    match, ignore, Token = _Lexer.pattern.match, _Lexer.ignore, lark.Token
+    pos, end, line, line_start = 0, len(text), 1, 0
+    while pos < end:
+        m = match(text, pos)
+        if m is None:
+            raise lark.UnexpectedCharacters(text, pos, line, pos - line_start + 1)
+        kind, stop = m.lastgroup, m.end()
+        newlines = text.count("\n", pos, stop)
+        if newlines:
+            end_line = line + newlines
+            end_start = text.rindex("\n", pos, stop) + 1
+        else:
+            end_line, end_start = line, line_start
+        if kind not in ignore:
+            tok = Token(kind, m.group(), pos, line, pos - line_start + 1, end_line,
+                        stop - end_start + 1, stop)
+            if builder is not None and kind in ("_LBRACE", "_RBRACE"):
+                builder.lbrace(tok) if kind == "_LBRACE" else builder.rbrace(tok)
+            yield tok
+        pos, line, line_start = stop, end_line, end_start
+
+
 _lock = threading.Lock()
 _builder = _Builder()
-_parser = lark.Lark(_GRAMMAR, parser="lalr", lexer="contextual", transformer=_builder,
-                    lexer_callbacks={"_LBRACE": _builder.lbrace, "_RBRACE": _builder.rbrace})
-_lexer = lark.Lark(_GRAMMAR, parser="lalr", lexer="contextual")
+_parser = lark.Lark(_GRAMMAR, parser="lalr", lexer=_Lexer, transformer=_builder)
 
 
 def parse_text(source: Source, env: Mapping[str, str] | None = None) -> list[Node]:
@@ -172,7 +215,7 @@ def _tokens_before(text: str, stop: int) -> tuple[list[lark.Token], list[lark.To
     tokens: list[lark.Token] = []
     opened: list[lark.Token] = []
     try:
-        for tok in _lexer.lex(text):
+        for tok in _scan(text):
             if tok.start_pos >= stop:
                 break
             tokens.append(tok)
@@ -189,6 +232,6 @@ def lex(text: str) -> list[lark.Token]:
     """The tokens of one line of the language (a YAML key read as a header); [] if it has a
     character the language does not know."""
     try:
-        return list(_lexer.lex(text))
+        return list(_scan(text))
     except lark.UnexpectedInput:
         return []
