@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import os
 import socket
 import time
@@ -122,6 +123,51 @@ def test_worker_writer_never_blocks_and_counts_what_it_drops(monkeypatch):
         assert health.totals["t"] > 0  # some were dropped, and said so
         assert len(numbers) + health.totals["t"] == sent  # nothing vanished unaccounted
     finally:
+        os.close(w)
+
+
+def test_access_lines_are_built_in_a_batch_at_the_next_flush():
+    """The access log gathers what its lines need; the worker's writer has them built and
+    sent with its next flush, in order, each stamped with its request's time."""
+    import types
+
+    from pyd.log.formats import TextFormat
+    from pyd.log.handler import RouterHandler, mark_preformatted, set_fast_handler
+    from pyd.log.routing import Channels, Route, Router
+    from pyd.pools.http.accesslog import AccessLog
+
+    r, w = make_channel()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        writer = WorkerWriter(w, os.getpid())
+        handler = RouterHandler(Router([Route(Channels(("*",)), logging.INFO, 1, TextFormat(),
+                                              main=True)]), writer, os.getpid())
+        root.handlers[:] = [handler]
+        root.setLevel(logging.INFO)
+        mark_preformatted(("pyd.test.access",))
+        set_fast_handler(handler)
+        access = AccessLog("combined", "HTTPServer", logging.getLogger("pyd.test.access"))
+        conn = types.SimpleNamespace(client="10.0.0.1", status="200 OK", body_bytes=5)
+        for i in range(3):
+            req = types.SimpleNamespace(method="GET", target=b"/%d" % i, version="1.1",
+                                        headers=[(b"User-Agent", b"t")])
+            access.log(conn, req, time.monotonic())
+        assert len(access.pending) == 3 and not writer.lines  # nothing built yet
+        assert writer.armed  # ... but a flush is due
+        stamp = access.pending[0][5]
+        writer.flush()
+        assert not access.pending and not writer.before
+        got = os.read(r, 1 << 16)[transport.HEADER.size:].decode().splitlines()
+        assert [x.split('"')[1] for x in got] == ["GET /0 HTTP/1.1", "GET /1 HTTP/1.1",
+                                                  "GET /2 HTTP/1.1"]
+        prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+        assert all(x.startswith(prefix) and "pyd.test.access: 10.0.0.1 - - [" in x for x in got)
+    finally:
+        set_fast_handler(None)
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        os.close(r)
         os.close(w)
 
 

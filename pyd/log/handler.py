@@ -122,9 +122,25 @@ class PreformattedChannel(logging.Logger):
     _pyd_fast: tuple | None = None  # (second, writer, makers or None) of the last check
 
     def info(self, msg, *args, **kwargs) -> None:
+        if not args and not kwargs and msg.__class__ is str:
+            self.info_at(msg, _time())
+        else:
+            logging.Logger.info(self, msg, *args, **kwargs)
+
+    def info_later(self, fn) -> None:
+        """Call fn() when this process next flushes its log (at once where nothing is
+        buffered): fn logs, with info_at(), lines it gathered meanwhile."""
         handler = _fast
-        if handler is not None and not args and not kwargs and msg.__class__ is str:
-            created = _time()
+        later = getattr(handler.writer, "before_flush", None) if handler is not None else None
+        if later is None:
+            fn()
+        else:
+            later(fn)
+
+    def info_at(self, msg: str, created: float) -> None:
+        """info(msg) for a finished line, as if logged at `created` (time.time())."""
+        handler = _fast
+        if handler is not None and msg.__class__ is str:
             writer = handler.writer
             state = self._pyd_fast
             if state is None or state[0] != int(created) or state[1] is not writer:
@@ -135,7 +151,7 @@ class PreformattedChannel(logging.Logger):
                 for sink, make in makers:
                     put(sink, make(msg, created))
                 return
-        logging.Logger.info(self, msg, *args, **kwargs)
+        logging.Logger.info(self, msg)
 
 
 def mark_preformatted(names: tuple[str, ...] = PREFORMATTED) -> None:

@@ -119,6 +119,7 @@ class WorkerWriter:
         self.backlog: deque[bytes] = deque()
         self.backlog_bytes = 0
         self.dropped: dict[int, int] = {}
+        self.before: list = []  # called at the next flush (the access log's batches)
         self.armed = False
         self.broken = False
         self.owner = get_ident()
@@ -139,6 +140,16 @@ class WorkerWriter:
         if self.buffered > FLUSH_BYTES:
             self.flush()
         elif not self.armed:
+            self.arm()
+
+    def before_flush(self, fn) -> None:
+        """Call fn() at the next flush, before the buffers go out: fn logs what it gathered
+        (the access log builds its lines in a batch, away from the requests)."""
+        if get_ident() != self.owner:
+            self._loop.run_callback_threadsafe(self.before_flush, fn)
+            return
+        self.before.append(fn)
+        if not self.armed:
             self.arm()
 
     def put_message(self, sink: int, message: bytes) -> None:
@@ -167,6 +178,15 @@ class WorkerWriter:
         self.flush()
 
     def flush(self) -> None:
+        if self.before:
+            before, self.before = self.before, []
+            for fn in before:
+                try:
+                    fn()
+                except Exception:  # one source's bug must not stop the log
+                    import traceback
+
+                    traceback.print_exc()
         lines, self.lines = self.lines, {}
         messages, self.messages = self.messages, {}
         self.buffered = 0
