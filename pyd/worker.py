@@ -21,6 +21,7 @@ import gevent.event
 from gevent.util import format_run_info
 from setproctitle import setproctitle
 
+from . import memory
 from . import scoreboard as sb
 from .apps import AppInstance, RefError, import_ref, make_app
 from .config import Config, ConfigError, Problem
@@ -174,6 +175,7 @@ class Worker:
     def boot(self) -> None:
         names = " ".join(label(s) for s in self.config.pools)
         setproctitle(f"pyd: worker {self.number} [{names}]")
+        memory.tune()
         self._install_signals()
         try:
             drop(resolve(self.config.user, self.config.group), self.config.chroot)

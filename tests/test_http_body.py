@@ -10,6 +10,8 @@ import socket
 
 import pytest
 from harness import free_port
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.e2e
 
@@ -140,3 +142,29 @@ def test_readline_sizes():
     assert [r.readline(2), r.readline(0), r.readline(), r.readline(None), r.readline()] == [
         b"ab", b"", b"\n", b"cdef\n", b"g"]
     assert r.readline() == b"" and r.bytes_read == 9
+
+
+@given(st.binary(max_size=3000), st.lists(st.integers(1, 700), max_size=10),
+       st.lists(st.sampled_from(["read", "line", "read1"]).flatmap(
+           lambda op: st.tuples(st.just(op), st.sampled_from([-1, 0, 1, 5, 64, 1000]))),
+           max_size=30))
+@settings(max_examples=300, deadline=None)
+def test_body_reader_gives_the_body_whole_however_it_is_split_and_read(body, cuts, ops):
+    from pyd.pools.http.wsgi import BodyReader
+
+    chunks, pos = [], 0
+    for n in cuts:
+        if pos < len(body):
+            chunks.append(body[pos:pos + n])
+            pos += n
+    chunks.append(body[pos:])
+    pieces = iter([c for c in chunks if c])
+    reader = BodyReader(lambda: next(pieces, b""))
+    out = []
+    for op, size in ops:
+        got = {"read": reader.read, "line": reader.readline, "read1": reader.read1}[op](size)
+        assert size < 0 or len(got) <= size
+        out.append(got)
+    out.append(reader.read())
+    assert b"".join(out) == body and reader.bytes_read == len(body)
+    assert reader.read() == b"" and reader.readline() == b""

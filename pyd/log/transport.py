@@ -142,6 +142,21 @@ class WorkerWriter:
         elif not self.armed:
             self.arm()
 
+    def put_lines(self, sink: int, lines: list[str]) -> None:
+        """put_line() for many, in order (the access log's batches)."""
+        if get_ident() != self.owner:
+            self._loop.run_callback_threadsafe(self.put_lines, sink, lines)
+            return
+        buf = self.lines.get(sink)
+        if buf is None:
+            buf = self.lines[sink] = []
+        buf.extend(lines)
+        self.buffered += sum(map(len, lines))
+        if self.buffered > FLUSH_BYTES:
+            self.flush()
+        elif not self.armed:
+            self.arm()
+
     def before_flush(self, fn) -> None:
         """Call fn() at the next flush, before the buffers go out: fn logs what it gathered
         (the access log builds its lines in a batch, away from the requests)."""

@@ -91,11 +91,11 @@ class AccessLog:
         """Build and log the lines gathered since the last time."""
         pending, self.pending = self.pending, []
         line, logger = self.line, self.logger
-        info_at = getattr(logger, "info_at", None)
-        for args in pending:
-            if info_at is not None:
-                info_at(line(*args), args[5])
-            else:
+        info_many = getattr(logger, "info_many", None)
+        if info_many is not None:
+            info_many([(line(*args), args[5]) for args in pending])
+        else:
+            for args in pending:
                 logger.info(line(*args))
 
     def line(self, client: str, status: str, body_bytes: int, req, duration: float,

@@ -7,7 +7,6 @@ idle keep-alive connections politely and lets busy ones finish with `Connection:
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import logging
 import os
@@ -18,6 +17,7 @@ from typing import Any
 import gevent
 from gevent import socket
 
+from ... import memory
 from ...log.plan import access_channel
 from ..base import KEEP_OPEN, Pool
 from . import wsgi
@@ -164,7 +164,7 @@ class HTTPServerPool(Pool):
                         parking += 1
             if parking >= TRIM_AFTER_PARKING:
                 gevent.sleep(0)  # let them park first
-                _trim_heap()
+                memory.trim()
 
     def shutdown(self, graceful: bool) -> bool:
         if graceful:
@@ -616,23 +616,6 @@ class HTTPConnection:
                 continue
             except OSError:
                 raise wsgi.ClientGone() from None
-
-
-def _load_trim():
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _load_trim()
-
-
-def _trim_heap() -> None:
-    """glibc keeps freed greenlet stacks in its heap; thousands parked at once are worth
-    giving back."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def _server_address(sock) -> tuple[str, str]:

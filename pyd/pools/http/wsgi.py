@@ -129,20 +129,26 @@ class BodyReader:
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
             size = -1
-        parts = [self._buf]
-        have = len(self._buf)
+        buf = self._buf
+        if 0 <= size <= len(buf):  # what is held is enough
+            data, self._buf = (buf, b"") if size == len(buf) else (buf[:size], buf[size:])
+            self.bytes_read += size
+            return data
+        parts = [buf] if buf else []
+        have = len(buf)
+        self._buf = b""
         while (size < 0 or have < size) and not self._done:
             chunk = self._pull()
             if not chunk:
                 self._done = True
                 break
-            parts.append(chunk)  # joined once: repeated += would copy the body many times
+            parts.append(chunk)
             have += len(chunk)
-        data = b"".join(parts) if len(parts) > 1 else parts[0]
-        if 0 <= size < len(data):
-            data, self._buf = data[:size], data[size:]
-        else:
-            self._buf = b""
+        if 0 <= size < have:  # only the last chunk is cut: the body is copied once, by join
+            last = parts[-1]
+            keep = len(last) - (have - size)
+            parts[-1], self._buf = last[:keep], last[keep:]
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
         self.bytes_read += len(data)
         return data
 
