@@ -7,7 +7,9 @@ The access log writes one finished line per request, the hottest logging in pyd.
 `Logger.info` would build a LogRecord, look up its caller's frame and take a lock for a string
 that needs none of it; `PreformattedChannel` (given to such channels' loggers) skips that when
 only pyd's handler is listening and every target can take a bare line, and falls back to the
-standard path otherwise (arguments, filters, another handler, a GELF target).
+standard path otherwise (arguments, filters, another handler, a GELF target). The access log
+goes further: it gathers its requests and has their lines built in a batch when the worker
+flushes its log (info_later, info_many), away from the requests.
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ class PreformattedChannel(logging.Logger):
 
     def info_later(self, fn) -> None:
         """Call fn() when this process next flushes its log (at once where nothing is
-        buffered): fn logs, with info_at(), lines it gathered meanwhile."""
+        buffered): fn logs, with info_many(), the lines it gathered meanwhile."""
         handler = _fast
         later = getattr(handler.writer, "before_flush", None) if handler is not None else None
         if later is None:
