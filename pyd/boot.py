@@ -85,7 +85,11 @@ def boot_master(m) -> StartResult:
     for number in range(1, m.target + 1):
         m.spawn_worker(number)
     result = m.wait_for_workers()
-    if not result.ok:
+    if result.ok:
+        # Jobs and supervised programs start after the workers, and before `pyd start`
+        # returns: a `pyd cron run` right after it finds the service process there.
+        m.service.manage()
+    else:
         m.stop("fast")
         while m.workers:
             m.wakeup.wait(0.1)
