@@ -598,6 +598,47 @@ def test_invalid_response_heads_are_local_errors(status, headers):
     with pytest.raises(ProtocolError) as e:
         c.start_response(status, headers)
     assert e.value.local and e.value.status == 500
+    with pytest.raises(ProtocolError):  # refused again: a refusal is not remembered as good
+        answer().start_response(status, headers)
+
+
+def test_a_remembered_head_is_still_framed_for_each_request():
+    """The checked (status, headers) are kept between responses; framing is not: the same
+    head answers HEAD, HTTP/1.0, a draining connection and a streamed body each its own way."""
+    headers = [("Content-Type", "text/plain"), ("X-Same", "1")]
+    first = answer().respond("200 OK", list(headers), b"abc")
+    assert parse_response(first)[2] == b"abc" and b"Content-Length: 3\r\n" in first
+
+    c = answer(b"HEAD / HTTP/1.1\r\n" + H + b"\r\n")
+    raw = c.respond("200 OK", list(headers), b"abc")
+    assert raw.endswith(b"\r\n\r\n") and b"Content-Length: 3\r\n" in raw
+
+    c = answer(b"GET / HTTP/1.0\r\n" + H + b"\r\n")
+    head = c.start_response("200 OK", list(headers))
+    assert b"Connection: close" in head and not c.keep_alive and c.body(b"x") == b"x"
+
+    c = answer()
+    c.closing = True
+    assert b"Connection: close" in c.respond("200 OK", list(headers), b"")
+
+    c = answer()
+    head = c.start_response("200 OK", list(headers))
+    assert b"Transfer-Encoding: chunked" in head and c.body(b"x") == b"1\r\nx\r\n"
+
+    c = answer()
+    c.respond("200 OK", [*headers, ("Connection", "close")], b"")
+    assert not c.keep_alive
+    c = answer()
+    c.respond("200 OK", list(headers), b"")
+    assert c.keep_alive
+
+
+def test_the_head_cache_stays_bounded():
+    from pyd.pools.http import h1
+    for i in range(h1.HEAD_CACHE * 3):
+        raw = answer().respond("200 OK", [("X-Unique", str(i))], b"")
+        assert f"X-Unique: {i}\r\n".encode() in raw
+    assert len(h1._HEADS) <= h1.HEAD_CACHE
 
 
 def test_a_repeated_equal_content_length_is_sent_once():

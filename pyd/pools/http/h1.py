@@ -159,6 +159,21 @@ _TOKEN_PREFIX = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]*")
 _HOST_CHARS = (b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
                b"-._~!$&'()*+,;=%:[]")
 _SUPPORTED_CODINGS = {b"chunked"}
+_GOOD_HOSTS: set[bytes] = set()  # Host values already found valid (a server sees few)
+
+# Request fields the head's checks look at, by name as sent (the peer's case): the kinds.
+_OTHER, _HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _EXPECT = (
+    _Sentinel(n) for n in ("other", "host", "content-length", "transfer-encoding", "expect"))
+_KINDS = {b"host": _HOST, b"content-length": _CONTENT_LENGTH,
+          b"transfer-encoding": _TRANSFER_ENCODING, b"expect": _EXPECT}
+_FIELDS: dict[bytes, _Sentinel] = {}
+
+
+def _field_kind(name: bytes) -> _Sentinel:
+    kind = _KINDS.get(name.lower(), _OTHER)
+    if len(_FIELDS) < 1024:
+        _FIELDS[name] = kind
+    return kind
 
 UNREAD_BODY_LIMIT = 65536  # a body the app left unread is skipped up to this, else we close
 CARRY_LIMIT = 65536  # bytes kept to find an unknown method again; past it the answer is 400
@@ -414,13 +429,17 @@ class H1Connection:
         host = None
         hosts = 0
         for name, value in self._headers:
-            lname = name.lower()
-            if lname == b"host":
+            kind = _FIELDS.get(name)
+            if kind is None:
+                kind = _field_kind(name)
+            if kind is _OTHER:
+                continue
+            if kind is _HOST:
                 hosts += 1
                 host = value
-            elif lname == b"content-length":
+            elif kind is _CONTENT_LENGTH:
                 content_length = int(value)  # llhttp checked it is digits and not repeated
-            elif lname == b"transfer-encoding":
+            elif kind is _TRANSFER_ENCODING:
                 if version == "1.0":
                     self._raise(ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request"))
                 codings = [c.strip().lower() for c in value.split(b",")]
@@ -430,7 +449,7 @@ class H1Connection:
                 if not set(codings) <= _SUPPORTED_CODINGS:
                     self._raise(ProtocolError(501, "unsupported transfer coding"))
                 chunked = True
-            elif lname == b"expect":
+            else:  # Expect
                 if value.lower() != b"100-continue":
                     self._raise(ProtocolError(417, "unsupported expectation"))
                 expect = version == "1.1"
@@ -438,8 +457,12 @@ class H1Connection:
             self._raise(ProtocolError(400, "a request needs exactly one Host header"))
         if hosts > 1:
             self._raise(ProtocolError(400, "more than one Host header"))
-        if host and host.translate(None, _HOST_CHARS):
-            self._raise(ProtocolError(400, "invalid Host header"))
+        if host and host not in _GOOD_HOSTS:
+            if host.translate(None, _HOST_CHARS):
+                self._raise(ProtocolError(400, "invalid Host header"))
+            if len(_GOOD_HOSTS) >= 256:
+                _GOOD_HOSTS.clear()
+            _GOOD_HOSTS.add(host)
         limit = self.limits.max_body_size
         if limit and content_length is not None and content_length > limit:
             self._raise(ProtocolError(413, "request body too large"))
@@ -477,75 +500,51 @@ class H1Connection:
         req = self.request
         if req is None or self._started:
             raise ProtocolError(500, "no request to answer", local=True)
-        if type(status) is not str or "\n" in status or "\r" in status:
-            raise ProtocolError(500, f"invalid status {status!r}", local=True)
+        # Most apps answer with the same few status lines and header lists again and again:
+        # what the checks made of one is kept (see _app_head), keyed by its exact strings.
         try:
-            code = int(status[:3])
-        except ValueError:
-            code = 0
-        if not 200 <= code <= 599 or (len(status) > 3 and status[3] != " "):
-            raise ProtocolError(500, f"invalid status {status!r}", local=True)
-        keep_alive = req.keep_alive and not self.closing and self._failed is None
+            key = (status, tuple(headers))
+            checked = _HEADS.get(key)
+        except TypeError:  # something unhashable in there: checked (and refused) below
+            key = checked = None
+        if checked is None:
+            checked = _app_head(status, headers)
+            if key is not None:
+                if len(_HEADS) >= HEAD_CACHE:
+                    _HEADS.clear()
+                _HEADS[key] = checked
+        head, code, length, ours, close = checked
+        keep_alive = req.keep_alive and not close and not self.closing and self._failed is None
         if not self._body_done and (req.chunked or (req.content_length or 0) - self._body_size
                                     > UNREAD_BODY_LIMIT):
             keep_alive = False  # cheaper to close than to read a large body nobody wants
-        parts = ["HTTP/1.1 ", status, "\r\n"]
-        length = None
-        ours = _OURS
-        for name, value in headers:
-            lname = _NAMES.get(name)
-            if lname is None:
-                lname = _check_name(name)
-            try:
-                bad = "\n" in value or "\r" in value or "\0" in value
-            except TypeError:  # not a str
-                bad = True
-            if bad:
-                raise ProtocolError(500, f"invalid value for header {name}", local=True)
-            kind = _SPECIAL_RESPONSE.get(lname)
-            if kind is not None:
-                if kind == _HOP:
-                    if lname == "connection" and "close" in value.lower():
-                        keep_alive = False
-                    continue
-                if kind == _LENGTH_FIELD:
-                    if not value.isdigit() or (length is not None and int(value) != length):
-                        raise ProtocolError(500, f"invalid Content-Length {value!r}", local=True)
-                    if length is not None or code == 204:
-                        continue  # said once; never on a 204 (RFC 9110 8.6)
-                    length = int(value)
-                else:
-                    ours &= ~kind  # the application's own Date or Server replaces ours
-            parts += (name, ": ", value, "\r\n")
-        if length is None and content_length is not None and code not in (204, 304):
+        tail = ""
+        if length is None and content_length is not None and code != 204 and code != 304:
             length = content_length
-            parts += ("Content-Length: ", str(length), "\r\n")
-        if req.method == "HEAD" or code in (204, 304):
+            tail = f"Content-Length: {length}\r\n"
+        if req.method == "HEAD" or code == 204 or code == 304:
             mode = _NONE
         elif length is not None:
             mode = _LENGTH
         elif req.version == "1.1":
             mode = _CHUNKED
-            parts.append("Transfer-Encoding: chunked\r\n")
+            tail += "Transfer-Encoding: chunked\r\n"
         else:
             mode = _CLOSE
             keep_alive = False
         if not keep_alive:
-            parts.append("Connection: close\r\n")
+            tail += "Connection: close\r\n"
         elif req.version == "1.0":
-            parts.append("Connection: keep-alive\r\n")
+            tail += "Connection: keep-alive\r\n"
         if ours == _OURS:
-            parts += (date_header(), self.server_line, "\r\n")
+            tail += date_header() + self.server_line + "\r\n"
         else:
-            parts += (date_header() if ours & _DATE else "",
-                      self.server_line if ours & _SERVER else "", "\r\n")
+            tail += ((date_header() if ours & _DATE else "")
+                     + (self.server_line if ours & _SERVER else "") + "\r\n")
         self._mode, self._left = mode, length or 0
         self.keep_alive = keep_alive
         self._started = True
-        try:
-            return "".join(parts).encode("latin-1")
-        except UnicodeEncodeError:
-            raise ProtocolError(500, "response headers must be latin-1", local=True) from None
+        return head + tail.encode("latin-1")
 
     def body(self, data: bytes) -> bytes:
         """Frame a piece of the body; more than Content-Length announced is an error."""
@@ -639,3 +638,57 @@ def _check_name(name: str) -> str:
     if len(_NAMES) < 1000:
         _NAMES[name] = lname
     return lname
+
+
+HEAD_CACHE = 256  # distinct (status, headers) heads kept; past it the cache starts afresh
+_HEADS: dict[tuple, tuple] = {}
+
+
+def _app_head(status: str, headers: list) -> tuple:
+    """Check an application's status and headers; what start_response needs of them: the
+    head's first bytes (status line and the app's fields, hop-by-hop ones dropped), the
+    status code, the Content-Length given (or None), which of Date and Server pyd still
+    adds, and whether the app asked to close (Connection: close). Depends on nothing else,
+    so start_response may keep the result."""
+    if type(status) is not str or "\n" in status or "\r" in status:
+        raise ProtocolError(500, f"invalid status {status!r}", local=True)
+    try:
+        code = int(status[:3])
+    except ValueError:
+        code = 0
+    if not 200 <= code <= 599 or (len(status) > 3 and status[3] != " "):
+        raise ProtocolError(500, f"invalid status {status!r}", local=True)
+    parts = ["HTTP/1.1 ", status, "\r\n"]
+    length = None
+    ours = _OURS
+    close = False
+    for name, value in headers:
+        lname = _NAMES.get(name)
+        if lname is None:
+            lname = _check_name(name)
+        try:
+            bad = "\n" in value or "\r" in value or "\0" in value
+        except TypeError:  # not a str
+            bad = True
+        if bad:
+            raise ProtocolError(500, f"invalid value for header {name}", local=True)
+        kind = _SPECIAL_RESPONSE.get(lname)
+        if kind is not None:
+            if kind == _HOP:
+                if lname == "connection" and "close" in value.lower():
+                    close = True
+                continue
+            if kind == _LENGTH_FIELD:
+                if not value.isdigit() or (length is not None and int(value) != length):
+                    raise ProtocolError(500, f"invalid Content-Length {value!r}", local=True)
+                if length is not None or code == 204:
+                    continue  # said once; never on a 204 (RFC 9110 8.6)
+                length = int(value)
+            else:
+                ours &= ~kind  # the application's own Date or Server replaces ours
+        parts += (name, ": ", value, "\r\n")
+    try:
+        head = "".join(parts).encode("latin-1")
+    except UnicodeEncodeError:
+        raise ProtocolError(500, "response headers must be latin-1", local=True) from None
+    return head, code, length, ours, close
