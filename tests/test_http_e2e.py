@@ -252,6 +252,21 @@ def errors_app(environ, start_response):
     return [b"logged\n"]
 
 
+import contextvars
+import greenlet
+
+SEEN = contextvars.ContextVar("seen", default="unset")
+
+
+def context_app(environ, start_response):
+    """What this connection's context held before, and which greenlet serves it."""
+    before = SEEN.get()
+    SEEN.set(environ["PATH_INFO"])
+    body = ("%s %d\n" % (before, id(greenlet.getcurrent()))).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
 v_hello = validator(hello)
 v_echo = validator(echo)
 v_stream = validator(stream)
@@ -539,6 +554,7 @@ location /nocontent/ { app apps:no_content; }
 location /excinfo/ { app apps:exc_info_app; }
 location /errors/ { app apps:errors_app; }
 location /big/ { app apps:big_text; }
+location /context/ { app apps:context_app; }
 client-max-body-size 10M;
 """
 
@@ -799,6 +815,32 @@ def test_app_exception_is_a_plain_500_and_the_worker_lives(serve):
     assert status_of(raw) == 503 and raw.endswith(b"replaced\n")
     assert http_get(s.port, "/")[2] == b"hello from %d\n" % pid
     assert s.worker_pid() == pid
+
+
+def test_every_connection_starts_with_an_empty_context(serve):
+    """Greenlets are reused between connections; a context variable an app set on one
+    connection is not seen on the next, while the requests of one keep-alive connection share
+    their greenlet's context, as before."""
+    s = serve(APP_POOL)
+    greenlets = set()
+    for i in range(20):
+        with socket.create_connection(("127.0.0.1", s.port), timeout=5) as sock:
+            answers = []
+            for n in range(2):
+                sock.sendall(b"GET /context/%d-%d HTTP/1.1\r\nHost: x\r\n\r\n" % (i, n))
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += sock.recv(4096)
+                head, _, body = head.partition(b"\r\n\r\n")
+                length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+                while len(body) < length:
+                    body += sock.recv(4096)
+                answers.append(body.split())
+        assert answers[0][0] == b"unset", answers
+        assert answers[1][0] == b"/%d-0" % i and answers[1][1] == answers[0][1], answers
+        greenlets.add(answers[0][1])
+    assert len(greenlets) < 20  # one after another, connections reuse their greenlets
+    no_app_errors(s)
 
 
 def test_wsgi_errors_go_to_the_log(serve):

@@ -19,6 +19,12 @@ from ..listeners import Listener
 
 log = logging.getLogger("pyd.pool")
 
+# Greenlets kept between connections. A new greenlet costs more than its object: Python gives
+# each one its own frame stack, mapped (mmap) when it first runs and unmapped when it ends, with
+# fresh pages to fault in each time: a tenth of a Connection: close request's CPU. Reused, they
+# keep theirs. Each kept one holds about 25 KB.
+IDLE_RUNNERS = 64
+
 # handle() returns this when the connection lives on without its greenlet (an HTTP keep-alive
 # connection parked while idle): the socket stays open and the pool keeps track of it.
 KEEP_OPEN = object()
@@ -50,6 +56,8 @@ class Pool:
         self.connections: dict[Any, Any] = {}
         self.accepting = False
         self._acceptors: list[gevent.Greenlet] = []
+        self._idle: list[gevent.Greenlet] = []  # runners waiting for a connection
+        self._jobs: dict[gevent.Greenlet, tuple] = {}  # handed to an idle runner, not started
         self._room = Event()
         self._room.set()
         limit = section.settings.get("max-connections") if section is not None else None
@@ -110,18 +118,60 @@ class Pool:
                     self.log.error("accept on %s: %s; pausing for 100ms", listener, e.strerror)
                     gevent.sleep(0.1)
                 continue
-            g = gevent.spawn(self._run, conn, address)
-            self.connections[g] = None
+            self.spawn_connection(conn, address)
 
-    def _run(self, conn: socket.socket, address: Any, resume: Any = None) -> None:
-        """A connection's greenlet: handle it (or `resume()` a parked one), then close it."""
+    def spawn_connection(self, conn: socket.socket, address: Any, resume: Any = None) -> Any:
+        """Serve a connection (or `resume()` a parked one) in a greenlet of its own: an idle
+        runner if one is kept, else a new one. Returns the greenlet, now in `connections`."""
+        if self._idle:
+            g = self._idle.pop()
+            self._jobs[g] = (conn, address, resume)
+            g.parent.loop.run_callback(g.switch)
+        else:
+            g = gevent.spawn(self._runner, conn, address, resume)
+        self.connections[g] = None
+        return g
+
+    def _runner(self, conn: socket.socket, address: Any, resume: Any) -> None:
+        """Serve connections one after another, waiting idle in between while few others do
+        (IDLE_RUNNERS). Each connection starts with an empty contextvars context, as it would
+        in a new greenlet; thread-locals (gevent's are per greenlet) live on with the runner,
+        as with the threads of a thread pool."""
+        me = gevent.getcurrent()
+        hub = me.parent
+        while True:
+            if self._run(conn, address, resume):
+                return  # killed: the pool is closing its connections
+            if not self.accepting or len(self._idle) >= IDLE_RUNNERS:
+                return
+            self._idle.append(me)
+            try:
+                hub.switch()  # until spawn_connection() hands over the next connection
+            except BaseException:
+                # Killed while idle, or just after a connection was handed over: close it.
+                if me in self._idle:
+                    self._idle.remove(me)
+                job = self._jobs.pop(me, None)
+                if job is not None:
+                    self.connections.pop(me, None)
+                    self.closed(job[0])
+                raise
+            conn, address, resume = self._jobs.pop(me)
+            me.gr_context = None
+
+    def _run(self, conn: socket.socket, address: Any, resume: Any = None) -> bool:
+        """Handle a connection (or `resume()` a parked one), then close it. True if the
+        greenlet was killed meanwhile."""
+        killed = False
         token = None
         if self.connection_is_request and self.worker is not None:
             token = self.worker.request_started(f"{self.name} connection from {address}")
         kept = None
         try:
             kept = self.handle(conn, address) if resume is None else resume()
-        except (ConnectionError, TimeoutError, gevent.GreenletExit):
+        except gevent.GreenletExit:
+            killed = True
+        except (ConnectionError, TimeoutError):
             pass
         except Exception:
             self.log.exception("error in %s handling a connection from %s", self.name, address)
@@ -131,6 +181,7 @@ class Pool:
                 self.closed(conn)
             if token is not None:
                 self.worker.request_finished(token)
+        return killed
 
     def closed(self, conn: socket.socket) -> None:
         try:

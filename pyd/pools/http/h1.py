@@ -603,6 +603,12 @@ class H1Connection:
             self._body_done = True
         self.request = None
 
+    def release(self) -> None:
+        """The connection is over: drop the parser, whose callbacks are this object's methods
+        (a reference cycle only the garbage collector would break). Nothing may be fed after."""
+        self._parser = None
+        self._events.clear()
+
     def error_response(self, status: int, reason: str = "") -> bytes:
         """A complete response for a protocol error; the connection closes after it."""
         text = REASONS.get(status, "Error")

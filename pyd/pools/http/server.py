@@ -132,7 +132,7 @@ class HTTPServerPool(Pool):
     def _unpark(self, c: HTTPConnection) -> None:
         """Bytes arrived (or a drain wants it closed): resume the connection in a greenlet."""
         self._stop_watching(c)
-        g = gevent.spawn(self._run, c.sock, None, c.run)
+        g = self.spawn_connection(c.sock, None, c.run)
         self.connections[g] = c
 
     def _stop_watching(self, c: HTTPConnection) -> None:
@@ -233,6 +233,13 @@ class HTTPConnection:
 
     def run(self) -> Any:
         """Serve requests until the connection ends (None) or is parked (KEEP_OPEN)."""
+        try:
+            return self._serve()
+        finally:
+            if self.parked is None:
+                self.h1.release()  # its parser points back at it: let refcounting free both
+
+    def _serve(self) -> Any:
         h1 = self.h1
         try:
             while True:
@@ -332,7 +339,7 @@ class HTTPConnection:
             self.h1.receive_data(self.raw.recv(RECV_SIZE))
             self.head_deadline = time.monotonic() + self.pool.header_timeout
             self.h1.closing = True
-            self.run()  # serves it with Connection: close, then returns
+            self._serve()  # serves it with Connection: close, then returns
             return
         self.linger()
 
