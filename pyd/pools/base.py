@@ -144,6 +144,7 @@ class Pool:
                 return  # killed: the pool is closing its connections
             if not self.accepting or len(self._idle) >= IDLE_RUNNERS:
                 return
+            conn = address = resume = None  # an idle runner holds nothing of the last one
             self._idle.append(me)
             try:
                 hub.switch()  # until spawn_connection() hands over the next connection
