@@ -162,7 +162,9 @@ def test_pyd_log_shows_filters_and_follows_across_rotation(pyd_factory, tmp_path
     p.start()
     for path in ("/warn?1", "/hit?2", "/fail?3", "/hit?4"):
         assert http_get(port, path)[0] == 200
-    p.wait_for_log(r"GET /hit\?4 ")
+        # Access lines are written in batches, at the worker's next log flush: wait for each,
+        # so the app's line and the access line of one request end up side by side.
+        p.wait_for_log(re.escape(f"GET {path} "))
 
     last = p.cli("log", "-n", "2", check=True).stdout.splitlines()
     assert len(last) == 2 and last[0].endswith("app.web: hit 4") and "GET /hit?4 " in last[1]
