@@ -725,6 +725,18 @@ def test_several_instances_each_with_its_listeners_apps_and_settings(serve, tmp_
     assert s.pyd.title(s.worker_pid()).endswith("[HTTPServer:admin HTTPServer]")  # config order
 
 
+def test_server_name_and_port_are_the_connections_local_address(serve):
+    """One listener on one address: SERVER_NAME/SERVER_PORT are the pool's for every
+    connection; on a wildcard address, each connection's own local address."""
+    wild = free_port()
+    s = serve(APP_POOL, main=f"Pool:HTTPServer:wild {{ listen 0.0.0.0:{wild}; app apps:v_echo; }}")
+    info = echo_json(http_get(s.port, "/api/")[2])
+    assert (info["SERVER_NAME"], info["SERVER_PORT"]) == ("127.0.0.1", str(s.port))
+    for host in ("127.0.0.1", "127.0.0.2"):
+        info = echo_json(http_get(wild, "/", host=host)[2])
+        assert (info["SERVER_NAME"], info["SERVER_PORT"]) == (host, str(wild))
+
+
 def _can_bind_v6() -> bool:
     try:
         with socket.socket(socket.AF_INET6) as probe:

@@ -97,6 +97,8 @@ class HTTPServerPool(Pool):
         self.buffer_size = s["client-body-buffer-size"]
         self.temp_path = s["client-body-temp-path"]
         self.router: Router | None = None
+        # SERVER_NAME and SERVER_PORT, when every connection has the same local address.
+        self.server_address = _common_address(listeners)
         self.scheme = "http"
         # The environ keys every request of this pool shares; a request copies this dict.
         self.template = {
@@ -226,7 +228,8 @@ class HTTPConnection:
             self.remote_addr, self.remote_port = address[0], str(address[1])
         else:
             self.remote_addr, self.remote_port = "", ""
-        self.server: tuple[str, str] | None = None  # SERVER_NAME and _PORT, when first needed
+        # SERVER_NAME and SERVER_PORT: the pool's, or asked of the socket when first needed
+        self.server: tuple[str, str] | None = pool.server_address
         self.trusted = bool(pool.trusted) and _trusted(self.remote_addr, pool.trusted)
 
     # -- the connection's life ------------------------------------------------------------------
@@ -410,7 +413,7 @@ class HTTPConnection:
         env = self.pool.template.copy()
         server = self.server
         if server is None:
-            server = self.server = _server_address(self.sock)
+            server = self.server = _server_address(self.raw)
         env["SERVER_NAME"], env["SERVER_PORT"] = server
         env["REMOTE_ADDR"] = self.remote_addr
         env["REMOTE_PORT"] = self.remote_port
@@ -623,6 +626,26 @@ class HTTPConnection:
                 continue
             except OSError:
                 raise wsgi.ClientGone() from None
+
+
+def _common_address(listeners) -> tuple[str, str] | None:
+    """(SERVER_NAME, SERVER_PORT) shared by every connection the listeners accept: one address
+    for all of them (a getsockname() less per connection). None when they differ, or for a
+    wildcard address (0.0.0.0, ::), where each connection has its own local address."""
+    found = set()
+    for listener in listeners:
+        try:
+            local = listener.sock.getsockname()
+        except OSError:
+            return None
+        if isinstance(local, tuple):
+            try:
+                if ipaddress.ip_address(local[0].partition("%")[0]).is_unspecified:
+                    return None
+            except ValueError:
+                return None
+        found.add(_server_address(listener.sock))
+    return found.pop() if len(found) == 1 else None
 
 
 def _server_address(sock) -> tuple[str, str]:
