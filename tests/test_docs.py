@@ -59,3 +59,17 @@ def test_the_opening_example_is_a_valid_config(tmp_path):
     (tmp_path / "pyd.conf").write_text(example)
     config = load(str(tmp_path / "pyd.conf"), env={})
     assert [loc.arg for loc in config.pools[0].blocks("location")] == ["/static/", "/"]
+
+
+def test_the_readme_and_the_operations_page_name_every_command_and_signal():
+    from pyd.cli import COMMANDS
+    from pyd.master import SIGNALS
+
+    readme = (DOC.parent.parent / "README.md").read_text()
+    operations = DOC.with_name("operations.md").read_text()
+    listed = readme.split("`pyd --help` lists them: `", 1)[1].split("`", 1)[0].split()
+    assert listed == [c.name for c in COMMANDS]
+    for c in COMMANDS:
+        assert f"`pyd {c.name}" in operations, c.name
+    for name in SIGNALS:
+        assert f"`{name}`" in operations, name
