@@ -129,21 +129,10 @@ class WorkerWriter:
     # -- the hot path ---------------------------------------------------------------------------
 
     def put_line(self, sink: int, line: str) -> None:
-        if get_ident() != self.owner:
-            self._loop.run_callback_threadsafe(self.put_line, sink, line)
-            return
-        buf = self.lines.get(sink)
-        if buf is None:
-            buf = self.lines[sink] = []
-        buf.append(line)
-        self.buffered += len(line)
-        if self.buffered > FLUSH_BYTES:
-            self.flush()
-        elif not self.armed:
-            self.arm()
+        self.put_lines(sink, (line,))
 
-    def put_lines(self, sink: int, lines: list[str]) -> None:
-        """put_line() for many, in order (the access log's batches)."""
+    def put_lines(self, sink: int, lines) -> None:
+        """Lines for one sink, in order (one, or the access log's batches)."""
         if get_ident() != self.owner:
             self._loop.run_callback_threadsafe(self.put_lines, sink, lines)
             return
@@ -151,11 +140,7 @@ class WorkerWriter:
         if buf is None:
             buf = self.lines[sink] = []
         buf.extend(lines)
-        self.buffered += sum(map(len, lines))
-        if self.buffered > FLUSH_BYTES:
-            self.flush()
-        elif not self.armed:
-            self.arm()
+        self._buffered(sum(map(len, lines)))
 
     def before_flush(self, fn) -> None:
         """Call fn() at the next flush, before the buffers go out: fn logs what it gathered
@@ -172,7 +157,11 @@ class WorkerWriter:
             self._loop.run_callback_threadsafe(self.put_message, sink, message)
             return
         self.messages.setdefault(sink, []).append(message)
-        self.buffered += len(message)
+        self._buffered(len(message))
+
+    def _buffered(self, size: int) -> None:
+        """`size` more bytes wait: flush past FLUSH_BYTES, else within FLUSH_INTERVAL."""
+        self.buffered += size
         if self.buffered > FLUSH_BYTES:
             self.flush()
         elif not self.armed:

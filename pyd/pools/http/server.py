@@ -634,17 +634,14 @@ def _common_address(listeners) -> tuple[str, str] | None:
     wildcard address (0.0.0.0, ::), where each connection has its own local address."""
     found = set()
     for listener in listeners:
-        try:
-            local = listener.sock.getsockname()
-        except OSError:
-            return None
-        if isinstance(local, tuple):
+        name, port = _server_address(listener.sock)
+        if port != "0":  # TCP: a unix listener says ("localhost", "0")
             try:
-                if ipaddress.ip_address(local[0].partition("%")[0]).is_unspecified:
+                if ipaddress.ip_address(name.partition("%")[0]).is_unspecified:
                     return None
             except ValueError:
                 return None
-        found.add(_server_address(listener.sock))
+        found.add((name, port))
     return found.pop() if len(found) == 1 else None
 
 
