@@ -9,11 +9,11 @@ __version__ = "0.1.0.dev0"
 def __getattr__(name: str):
     # Lazy, so that `import pyd` stays cheap and imports nothing before gevent is patched.
     if name == "AppInstance":
-        from .apps import AppInstance
+        from pyd.apps import AppInstance
 
         return AppInstance
     if name == "Pool":
-        from .pools.base import Pool
+        from pyd.pools.base import Pool
 
         return Pool
     raise AttributeError(f"module 'pyd' has no attribute {name!r}")

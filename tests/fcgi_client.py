@@ -11,7 +11,7 @@ import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from pyd.pools.fastcgi.protocol import (
+from pyd.protocols.fastcgi import (
     ABORT_REQUEST,
     BEGIN_REQUEST,
     END_REQUEST,

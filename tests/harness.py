@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from pyd.service import children_of
+from pyd.service.main import children_of
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -31,7 +31,7 @@ def run_pyd(*args: str, timeout: float = 60, env: dict | None = None,
             check: bool = False) -> subprocess.CompletedProcess:
     """Run the `pyd` command line as users do; returns the completed process."""
     full_env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
-    proc = subprocess.run([PYTHON, "-m", "pyd.cli", *args], capture_output=True, text=True,
+    proc = subprocess.run([PYTHON, "-m", "pyd", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=env.get("CWD") if env else None)
     if check and proc.returncode != 0:
         raise AssertionError(f"pyd {' '.join(args)} failed ({proc.returncode}):\n"

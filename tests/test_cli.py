@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import pyd
-from pyd import cli
+from pyd.cli import main as cli
 from pyd.config import load
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ def pyd_run(*args: str, env: dict | None = None, cwd: Path = REPO) -> subprocess
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PYD_")}
     clean["PYTHONPATH"] = str(REPO) + os.pathsep + clean.get("PYTHONPATH", "")
     clean.update(env or {})
-    return subprocess.run([sys.executable, "-m", "pyd.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pyd", *args], capture_output=True,
                           text=True, env=clean, cwd=cwd, timeout=50)
 
 

@@ -12,8 +12,8 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyd.pools.http import compress
-from pyd.pools.http.compress import (
+from pyd.web import compress
+from pyd.web.compress import (
     ENCODERS,
     Compression,
     accepts,

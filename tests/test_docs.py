@@ -62,8 +62,8 @@ def test_the_opening_example_is_a_valid_config(tmp_path):
 
 
 def test_the_readme_and_the_operations_page_name_every_command_and_signal():
-    from pyd.cli import COMMANDS
-    from pyd.master import SIGNALS
+    from pyd.cli.main import COMMANDS
+    from pyd.master.arbiter import SIGNALS
 
     readme = (DOC.parent.parent / "README.md").read_text()
     operations = DOC.with_name("operations.md").read_text()

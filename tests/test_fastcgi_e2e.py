@@ -24,7 +24,7 @@ from fcgi_client import (
 )
 from harness import free_port, wait_port
 
-from pyd.pools.fastcgi.protocol import ABORT_REQUEST
+from pyd.protocols.fastcgi import ABORT_REQUEST
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")]

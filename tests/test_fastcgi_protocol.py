@@ -24,8 +24,8 @@ from fcgi_client import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyd.pools.fastcgi import protocol as p
-from pyd.pools.fastcgi.protocol import (
+from pyd.protocols import fastcgi as p
+from pyd.protocols.fastcgi import (
     NEED_DATA,
     AbortRequest,
     BeginRequest,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyd.pools.http.h1 import (
+from pyd.protocols.h1 import (
     CLOSED,
     END,
     NEED_DATA,
@@ -634,7 +634,7 @@ def test_a_remembered_head_is_still_framed_for_each_request():
 
 
 def test_the_head_cache_stays_bounded():
-    from pyd.pools.http import h1
+    from pyd.protocols import h1
     for i in range(h1.HEAD_CACHE * 3):
         raw = answer().respond("200 OK", [("X-Unique", str(i))], b"")
         assert f"X-Unique: {i}\r\n".encode() in raw

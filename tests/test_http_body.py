@@ -122,7 +122,7 @@ def test_streaming_input_by_default_and_readline_is_bounded(server, tmp_path):
     [b"y" * 1000] * 70,
 ])
 def test_readline_returns_the_limit_however_the_body_is_split(chunks):
-    from pyd.pools.http.wsgi import MAX_LINE, BodyReader
+    from pyd.web.wsgi import MAX_LINE, BodyReader
 
     pieces = iter(chunks)
     reader = BodyReader(lambda: next(pieces, b""))
@@ -135,7 +135,7 @@ def test_readline_returns_the_limit_however_the_body_is_split(chunks):
 
 
 def test_readline_sizes():
-    from pyd.pools.http.wsgi import BodyReader
+    from pyd.web.wsgi import BodyReader
 
     pieces = iter([b"ab\ncd", b"ef\n", b"g"])
     r = BodyReader(lambda: next(pieces, b""))
@@ -150,7 +150,7 @@ def test_readline_sizes():
            max_size=30))
 @settings(max_examples=300, deadline=None)
 def test_body_reader_gives_the_body_whole_however_it_is_split_and_read(body, cuts, ops):
-    from pyd.pools.http.wsgi import BodyReader
+    from pyd.web.wsgi import BodyReader
 
     chunks, pos = [], 0
     for n in cuts:

@@ -176,7 +176,7 @@ def test_pyd_log_shows_filters_and_follows_across_rotation(pyd_factory, tmp_path
     master = p.cli("log", "-n", "50", "--channel", "pyd.*", check=True).stdout
     assert "pyd.master" in master and "app.web" not in master
 
-    follow = subprocess.Popen([PYTHON, "-m", "pyd.cli", "-c", str(p.conf), "log", "-n", "1", "-f",
+    follow = subprocess.Popen([PYTHON, "-m", "pyd", "-c", str(p.conf), "log", "-n", "1", "-f",
                                "--channel", "app.*"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     try:
@@ -300,7 +300,7 @@ def test_verbose_tty_shows_the_log_in_colour(tmp_path):
     conf = tmp_path / "pyd.conf"
     conf.write_text(f"pidfile {tmp_path}/pyd.pid;\nlog-file {tmp_path}/pyd.log;\n" + web(port, d))
     controller, terminal = pty.openpty()
-    proc = subprocess.Popen([PYTHON, "-m", "pyd.cli", "-c", str(conf), "start",
+    proc = subprocess.Popen([PYTHON, "-m", "pyd", "-c", str(conf), "start",
                              "--verbose-tty=1"], stdin=subprocess.DEVNULL, stdout=terminal,
                             stderr=terminal, env=dict(os.environ, PYTHONPATH=str(ROOT),
                                                       TERM="xterm"))

@@ -14,7 +14,7 @@ import pytest
 
 from pyd.log import compress, transport
 from pyd.log.files import FileSink, next_boundary, rotated_name
-from pyd.log.follow import Filter, Follower, LogError, last_records, open_log, show
+from pyd.cli.follow import Filter, Follower, LogError, last_records, open_log, show
 from pyd.log.health import Health
 from pyd.log.sinks import StreamSink
 from pyd.log.transport import (
@@ -134,7 +134,7 @@ def test_access_lines_are_built_in_a_batch_at_the_next_flush():
     from pyd.log.formats import TextFormat
     from pyd.log.handler import RouterHandler, mark_preformatted, set_fast_handler
     from pyd.log.routing import Channels, Route, Router
-    from pyd.pools.http.accesslog import AccessLog
+    from pyd.web.accesslog import AccessLog
 
     r, w = make_channel()
     root = logging.getLogger()

@@ -269,7 +269,7 @@ def test_start_as_user_who_cannot_write_the_pidfile(tmp_path):
     if proc.returncode != 0:
         pytest.skip("setpriv is not available")
     # The CLI cannot run as nobody here (the Python install is under /root); test the check.
-    from pyd.daemon import PidfileError, check_writable
+    from pyd.system.daemon import PidfileError, check_writable
 
     pid = os.fork()
     if pid == 0:

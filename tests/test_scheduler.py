@@ -18,7 +18,7 @@ import pytest
 from harness import free_port, wait_until, world_readable_dir
 
 from pyd.config import ConfigError, load
-from pyd.scheduler import Cron, Interval
+from pyd.service.scheduler import Cron, Interval
 
 
 def utc(*fields: int) -> float:

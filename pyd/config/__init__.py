@@ -11,10 +11,10 @@ import pickle
 import sys
 from collections.abc import Iterable, Mapping
 
-from .errors import ConfigError, Position, Problem
-from .loader import load_file
-from .model import Config, Section, Settings
-from .validate import Override, build, environment_overrides
+from pyd.config.errors import ConfigError, Position, Problem
+from pyd.config.loader import load_file
+from pyd.config.model import Config, Section, Settings
+from pyd.config.validate import Override, build, environment_overrides
 
 SEARCH_PATH = ("/etc/pyd/pyd.conf", "/etc/pyd.conf", "./conf/pyd.conf")
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 
-from ..log.endpoint import EndpointType
-from ..log.formats import SYSLOG_FACILITIES
-from .registry import MAIN, REGISTRY
-from .values import (
+from pyd.log.endpoint import EndpointType
+from pyd.log.formats import SYSLOG_FACILITIES
+from pyd.config.registry import MAIN, REGISTRY
+from pyd.config.values import (
     AddressType,
     Boolean,
     Choice,

@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from . import directives as _declarations  # noqa: F401  (fills the registry)
-from .registry import MAIN, REGISTRY, Block, Directive, SectionKind
+from pyd.config import directives as _declarations  # noqa: F401  (fills the registry)
+from pyd.config.registry import MAIN, REGISTRY, Block, Directive, SectionKind
 
 
 def _default(d: Directive) -> str:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import lark
 
-from .errors import ConfigError, Position, Source
-from .loader import MAX_DEPTH, Node, Word, substitute
+from pyd.config.errors import ConfigError, Position, Source
+from pyd.config.loader import MAX_DEPTH, Node, Word, substitute
 
 _GRAMMAR = (Path(__file__).with_name("grammar.lark")).read_text()
 _TOKEN_NAMES = {"_SEMI": "';'", "_LBRACE": "'{'", "_RBRACE": "'}'", "_COMMA": "','",

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from .errors import ConfigError, Position, Source
+from pyd.config.errors import ConfigError, Position, Source
 
 MAX_DEPTH = 16  # blocks inside blocks
 MAX_INCLUDE_DEPTH = 16
@@ -193,7 +193,7 @@ def _yaml_header(key, source: Source, env: Mapping[str, str]) -> tuple[str, Posi
     start = _yaml_pos(key, source)
     # A plain key starts where its text does; a quoted one a character later.
     offset = start.column + (0 if key.style is None else 1)
-    from .language import lex
+    from pyd.config.language import lex
 
     tokens = lex(key.value)
     tokens = tokens[:1] + [t for t in tokens[1:] if t.type != "_COMMA"]  # as in `listen a, b;`
@@ -274,7 +274,7 @@ def _line_col(data: bytes, offset: int) -> tuple[int, int]:
 def parse_source(source: Source, env: Mapping[str, str] | None = None) -> list[Node]:
     if source.name.endswith(YAML_SUFFIXES):
         return parse_yaml(source, env)
-    from .language import parse_text
+    from pyd.config.language import parse_text
 
     return parse_text(source, env)
 

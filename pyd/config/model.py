@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import Position
-from .registry import REGISTRY, Block, SectionKind
+from pyd.config.errors import Position
+from pyd.config.registry import REGISTRY, Block, SectionKind
 
 
 class Origin:
@@ -170,7 +170,7 @@ class Config:
         return None
 
     def canonical(self) -> str:
-        from .printer import print_conf
+        from pyd.config.printer import print_conf
 
         return print_conf(self)
 

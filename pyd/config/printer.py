@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .loader import RAW_TAG
-from .model import Config, Section, Settings
-from .registry import REGISTRY
-from .values import LIST, Duration
+from pyd.config.loader import RAW_TAG
+from pyd.config.model import Config, Section, Settings
+from pyd.config.registry import REGISTRY
+from pyd.config.values import LIST, Duration
 
 _BARE = re.compile(r"[^\s;{}#\"',$\\][^\s;{}\"',$\\]*")
 _SPLITS = re.compile(r"[,\s]")

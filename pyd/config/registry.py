@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .values import ValueType
+from pyd.config.values import ValueType
 
 MAIN = "main"  # the top level of the file
 

@@ -12,12 +12,12 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from . import directives as _declarations  # noqa: F401  (fills the registry)
-from .errors import ConfigError, Position, Problem, Source
-from .loader import YAML_SUFFIXES, Node, Word, normalize_name
-from .model import Config, Extra, Origin, Section, Settings
-from .registry import MAIN, REGISTRY, Block, Directive
-from .values import LIST, BadValue, ParseContext
+from pyd.config import directives as _declarations  # noqa: F401  (fills the registry)
+from pyd.config.errors import ConfigError, Position, Problem, Source
+from pyd.config.loader import YAML_SUFFIXES, Node, Word, normalize_name
+from pyd.config.model import Config, Extra, Origin, Section, Settings
+from pyd.config.registry import MAIN, REGISTRY, Block, Directive
+from pyd.config.values import LIST, BadValue, ParseContext
 
 MAX_PROBLEMS = 20
 _NAME = re.compile(_declarations.NAME)

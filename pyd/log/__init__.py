@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
-from .plan import LEVELS, LogSetupError
+from pyd.log.plan import LEVELS, LogSetupError
 
 __all__ = ["LEVELS", "LogSetupError", "reopen", "setup"]
 
@@ -31,8 +31,8 @@ def setup(config, tty: bool = False) -> None:
     if config is None:
         _setup_stderr()
         return
-    from . import runtime
-    from .plan import plan
+    from pyd.log import runtime
+    from pyd.log.plan import plan
 
     specs = plan(config, tty)
     _preload(specs)
@@ -60,17 +60,17 @@ def _after_fork() -> None:
         _master.become_worker()
         _role = "worker"
     elif _master.handler is not None:  # a worker's own child: start with an empty buffer
-        from .transport import WorkerWriter
+        from pyd.log.transport import WorkerWriter
 
         _master.handler.forked(WorkerWriter(_master.write_fd, os.getpid()), os.getpid())
 
 
 def _setup_stderr() -> None:
     global _role
-    from .formats import TextFormat
-    from .handler import RouterHandler, mark_preformatted, set_fast_handler
-    from .routing import Channels, Route, Router
-    from .transport import StderrWriter
+    from pyd.log.formats import TextFormat
+    from pyd.log.handler import RouterHandler, mark_preformatted, set_fast_handler
+    from pyd.log.routing import Channels, Route, Router
+    from pyd.log.transport import StderrWriter
 
     root = logging.getLogger()
     for h in list(root.handlers):

@@ -16,8 +16,8 @@ import shutil
 import stat
 from collections import deque
 
-from .health import Health
-from .native import Done, Wakeup, allocate_lock, start_new_thread
+from pyd.log.health import Health
+from pyd.log.native import Done, Wakeup, allocate_lock, start_new_thread
 
 SUFFIX = {"gzip": ".gz", "zstd": ".zst"}
 CHUNK = 1 << 20

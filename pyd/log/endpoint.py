@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from ..config.values import BadValue, ParseContext, ValueType, _q
+from pyd.config.values import BadValue, ParseContext, ValueType, _q
 
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 

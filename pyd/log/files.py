@@ -14,8 +14,8 @@ import os
 import stat
 import time
 
-from .health import Health
-from .sinks import DescriptorSink, write_all
+from pyd.log.health import Health
+from pyd.log.sinks import DescriptorSink, write_all
 
 FILE_MODE = 0o640  # access logs hold client addresses: not for every local user
 RETRY_AFTER = 60.0  # a rotation that failed (rename refused, disk full) is tried again then

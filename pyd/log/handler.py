@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import time
 
-from .formats import LINES
-from .native import RLock
-from .routing import Router
+from pyd.log.formats import LINES
+from pyd.log.native import RLock
+from pyd.log.routing import Router
 
 PREFORMATTED = ("pyd.http.access",)  # channels whose messages are finished lines
 _INFO = logging.INFO

@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable
 
-from .native import allocate_lock
+from pyd.log.native import allocate_lock
 
 REPORT_EVERY = 60.0
 

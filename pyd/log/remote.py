@@ -11,11 +11,11 @@ from __future__ import annotations
 import socket as _socket_module
 import time
 
-from .endpoint import Endpoint
-from .formats import MESSAGES
-from .health import Health
-from .native import getaddrinfo, socket
-from .sinks import Sink
+from pyd.log.endpoint import Endpoint
+from pyd.log.formats import MESSAGES
+from pyd.log.health import Health
+from pyd.log.native import getaddrinfo, socket
+from pyd.log.sinks import Sink
 
 CONNECT_TIMEOUT = 3.0
 SEND_TIMEOUT = 5.0

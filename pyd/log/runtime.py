@@ -12,17 +12,17 @@ import logging
 import os
 import time
 
-from .compress import Housekeeper
-from .files import FileSink
-from .formats import make_format
-from .handler import RouterHandler, mark_preformatted, set_fast_handler
-from .health import Health
-from .native import Done, sleep, start_new_thread
-from .plan import LogSetupError, RouteSpec, Target
-from .remote import RemoteSink
-from .routing import Channels, Route, Router
-from .sinks import StreamSink
-from .transport import HEADER, STOP, DirectWriter, Dispatcher, WorkerWriter, make_channel
+from pyd.log.compress import Housekeeper
+from pyd.log.files import FileSink
+from pyd.log.formats import make_format
+from pyd.log.handler import RouterHandler, mark_preformatted, set_fast_handler
+from pyd.log.health import Health
+from pyd.log.native import Done, sleep, start_new_thread
+from pyd.log.plan import LogSetupError, RouteSpec, Target
+from pyd.log.remote import RemoteSink
+from pyd.log.routing import Channels, Route, Router
+from pyd.log.sinks import StreamSink
+from pyd.log.transport import HEADER, STOP, DirectWriter, Dispatcher, WorkerWriter, make_channel
 
 STOP_TIMEOUT = 3.0
 REOPEN_TIMEOUT = 2.0

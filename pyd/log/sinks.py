@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 from collections import deque
 
-from .formats import LINES
-from .health import Health
-from .native import Done, Wakeup, allocate_lock, sleep, start_new_thread
+from pyd.log.formats import LINES
+from pyd.log.health import Health
+from pyd.log.native import Done, Wakeup, allocate_lock, sleep, start_new_thread
 
 QUEUE_LIMIT = 16 << 20  # bytes waiting for one target before it drops
 IDLE_TICK = 1.0

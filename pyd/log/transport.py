@@ -24,7 +24,7 @@ import socket as _socket
 import struct
 from collections import deque
 
-from .native import get_ident, sleep
+from pyd.log.native import get_ident, sleep
 
 HEADER = struct.Struct("<HBI")  # target id, flags, pid
 LENGTH = struct.Struct("<I")  # before each message in a datagram of messages
@@ -251,7 +251,7 @@ class Dispatcher:
     """The master's reader: datagrams to targets. Runs in a real thread."""
 
     def __init__(self, fd: int, targets: dict, health):
-        from .native import socket
+        from pyd.log.native import socket
 
         # A copy of the descriptor: in a forked worker this object dies with the thread that
         # ran it and closes its copy, while runtime.py closes the master's own.

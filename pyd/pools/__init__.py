@@ -4,6 +4,6 @@ POOL_TYPES maps a built-in pool class (`Pool:HTTPServer`) to its implementation,
 """
 
 POOL_TYPES = {
-    "HTTPServer": "pyd.pools.http.server:HTTPServerPool",
-    "FastCGI": "pyd.pools.fastcgi.server:FastCGIPool",
+    "HTTPServer": "pyd.pools.http:HTTPServerPool",
+    "FastCGI": "pyd.pools.fastcgi:FastCGIPool",
 }

@@ -14,8 +14,8 @@ import gevent
 from gevent import socket
 from gevent.event import Event
 
-from ..apps import RefError, class_settings, import_ref
-from ..listeners import Listener
+from pyd.apps import RefError, class_settings, import_ref
+from pyd.net.listeners import Listener
 
 log = logging.getLogger("pyd.pool")
 

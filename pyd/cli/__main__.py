@@ -1,0 +1,7 @@
+"""`python -m pyd.cli`: the same as `pyd`."""
+
+import sys
+
+from pyd.cli.main import main
+
+sys.exit(main())

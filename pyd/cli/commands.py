@@ -1,0 +1,359 @@
+"""The lifecycle commands as the CLI runs them: start, stop and friends, status, runworker.
+
+`start` daemonizes and waits until the workers serve (or prints why they do not); the others
+talk to the running master over its control socket, falling back to signals where they can.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import signal
+import sys
+import time
+
+from pyd.cli.errors import EXIT_FAIL, EXIT_OK, Failure
+from pyd.config import Config, ConfigError, load
+from pyd.cli.configtest import config_path, load_or_fail
+from pyd.ipc.control import ControlError, request, socket_path
+from pyd.system.daemon import PidfileError, check_writable, running_pid
+
+EXIT_NOT_RUNNING = 3  # `status` when pyd is not running, as LSB init scripts expect
+START_TIMEOUT = 120.0
+
+
+def _say(message: str) -> None:
+    print(f"pyd: {message}")
+
+
+def _human_time(seconds: float) -> str:
+    from pyd.config.values import Duration
+
+    return Duration().format_one(float(int(seconds)))
+
+
+def _argv_overrides(args: argparse.Namespace) -> list[str]:
+    return [o.label if o.value is None else f"{o.label}={o.value}" for o in args.overrides]
+
+
+# -- start ---------------------------------------------------------------------------------------
+
+def start(args: argparse.Namespace) -> int:
+    from pyd.master.boot import UPGRADE_FD_ENV
+    from pyd.master.arbiter import Master
+    from pyd.system.privileges import PrivilegeError, resolve
+
+    upgrade_fd = os.environ.pop(UPGRADE_FD_ENV, None)
+    config = load_or_fail(args)
+    if upgrade_fd is None:
+        pid = running_pid(config.pidfile)
+        if pid:
+            raise Failure(f"pyd is already running (pid {pid})")
+        try:
+            check_writable(config.pidfile)
+            identity = resolve(config.user, config.group)
+        except (PidfileError, PrivilegeError) as e:
+            raise Failure(str(e)) from None
+        if identity.warning:
+            print(f"pyd: warning: {identity.warning}", file=sys.stderr)
+    if upgrade_fd is not None:
+        os.environ[UPGRADE_FD_ENV] = upgrade_fd  # boot reads it: the pidfile may still be held
+    foreground = args.foreground or config.verbose_tty or upgrade_fd is not None
+    if foreground:
+        master = Master(config, args.overrides, _argv_overrides(args),
+                        ready_fd=int(upgrade_fd) if upgrade_fd else None,
+                        tty=config.verbose_tty)
+        code = master.run()
+        if code and master.start_error:
+            print(f"pyd: start failed:\n{master.start_error}", file=sys.stderr)
+        return code
+    return _start_daemon(config, args)
+
+
+def _start_daemon(config: Config, args: argparse.Namespace) -> int:
+    from pyd.system.daemon import daemon_context
+    from pyd.master.arbiter import Master
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        # No os.close(r) here: gevent defers it to the loop's next turn, which comes after the
+        # daemon context closed r itself and the master reused the number for something else.
+        code = EXIT_FAIL
+        try:
+            # Keep the event loop's own descriptors: after the fork libev closes its epoll
+            # and overwrites its wake-up descriptor by number, which would hit whatever the
+            # master opened under those numbers had the daemon context closed them.
+            with daemon_context([w, *_event_loop_fds()], cwd=os.getcwd()):
+                code = Master(config, args.overrides, _argv_overrides(args), ready_fd=w).run()
+        except BaseException as e:  # report anything to the waiting CLI, then go
+            try:
+                os.write(w, f"ERROR the master failed: {type(e).__name__}: {e}\n".encode())
+            except OSError:
+                pass
+        os._exit(code)
+    os.close(w)
+    os.waitpid(pid, 0)
+    answer = _read_all(r, START_TIMEOUT)
+    os.close(r)
+    if answer.startswith("READY"):
+        _, master_pid, workers = answer.split()[:3]
+        _say(f"started (pid {master_pid}, {workers} workers, config {config.path})")
+        return EXIT_OK
+    if answer.startswith("ERROR "):
+        print(f"pyd: start failed:\n{answer[6:]}", file=sys.stderr)
+    else:
+        print(f"pyd: the master exited while starting; see the log {config.log_file}",
+              file=sys.stderr)
+    return EXIT_FAIL
+
+
+def _event_loop_fds() -> list[int]:
+    fds = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith(("anon_inode:[eventpoll]",
+                                                                 "anon_inode:[eventfd]")):
+                fds.append(int(name))
+        except OSError:
+            pass
+    return fds
+
+
+def _read_all(fd: int, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode("utf-8", "replace").strip()
+
+
+# -- talking to a running master -----------------------------------------------------------------
+
+def _config_for_control(args: argparse.Namespace, quiet: bool = False) -> Config:
+    """The config, for its pidfile and socket; a broken one must not stop `pyd stop`.
+
+    When the file has errors, its `pidfile` and `control-socket` are still taken if they can
+    be read, so the running master is found (and, for `update`, tells what is wrong).
+    """
+    from pyd.config.language import parse_text
+    from pyd.config.loader import Source, load_file
+    from pyd.config.validate import build
+
+    path = config_path(args)
+    try:
+        return load(path, args.overrides)
+    except ConfigError as e:
+        if not quiet:
+            print(f"pyd: warning: {path} has errors ({e.first.message})", file=sys.stderr)
+    try:
+        nodes = [n for n in load_file(path) if not n.is_block
+                 and n.key in ("pidfile", "control-socket")]
+        return build(nodes, path, args.overrides)
+    except ConfigError:
+        return build(parse_text(Source(path, "")), path, args.overrides)
+
+
+def _running(config: Config) -> int:
+    pid = running_pid(config.pidfile)
+    if not pid:
+        raise Failure("pyd is not running")
+    return pid
+
+
+def _control(config: Config, cmd: str, timeout: float | None = 60.0) -> dict:
+    try:
+        return request(socket_path(config), cmd, timeout=timeout, on_progress=_say)
+    except ControlError as e:
+        raise Failure(str(e)) from None
+
+
+def _wait_gone(config: Config, pid: int, timeout: float) -> bool:
+    """Until the master let go of the pidfile and its process is gone."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if running_pid(config.pidfile) != pid and not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _stop(args: argparse.Namespace, cmd: str, sig: int, what: str) -> int:
+    config = _config_for_control(args)
+    pid = _running(config)
+    try:
+        answer = request(socket_path(config), cmd, timeout=10.0)
+        if not answer.get("ok"):
+            raise Failure(answer.get("message", f"{cmd} failed"))
+    except ControlError as e:
+        if "permission" in str(e):
+            raise Failure(str(e)) from None
+        os.kill(pid, sig)  # the socket is gone but the master lives: signals still work
+    # The service process (supervised programs, then job runs) stops before the workers do.
+    service = 0.0
+    if config.of_kind("Cron") or config.of_kind("Process"):
+        service = config.graceful_timeout + 5.0 + max(
+            (s.settings["stop-timeout"] for s in config.of_kind("Process")), default=0.0)
+    if not _wait_gone(config, pid, config.graceful_timeout + 15.0 + service):
+        raise Failure(f"pyd (pid {pid}) did not stop in time")
+    _say(f"{what} (pid {pid})")
+    return EXIT_OK
+
+
+def stop(args: argparse.Namespace) -> int:
+    return _stop(args, "stop", signal.SIGTERM, "stopped")
+
+
+def graceful_stop(args: argparse.Namespace) -> int:
+    return _stop(args, "graceful-stop", signal.SIGQUIT, "stopped gracefully")
+
+
+def hard_stop(args: argparse.Namespace) -> int:
+    return _stop(args, "hard-stop", signal.SIGINT, "stopped")
+
+
+def restart(args: argparse.Namespace) -> int:
+    config = _config_for_control(args)
+    if running_pid(config.pidfile):
+        graceful_stop(args)
+    return start(args)
+
+
+def _simple(args: argparse.Namespace, cmd: str, timeout: float | None = None) -> int:
+    config = _config_for_control(args, quiet=cmd == "update")
+    _running(config)
+    answer = _control(config, cmd, timeout=timeout)
+    if not answer.get("ok"):
+        print(f"pyd: {answer.get('message', cmd + ' failed')}", file=sys.stderr)
+        return EXIT_FAIL
+    if answer.get("message"):
+        _say(answer["message"])
+    return EXIT_OK
+
+
+def reload(args: argparse.Namespace) -> int:
+    return _simple(args, "reload", timeout=None)
+
+
+def update(args: argparse.Namespace) -> int:
+    return _simple(args, "update", timeout=None)
+
+
+def upgrade(args: argparse.Namespace) -> int:
+    return _simple(args, "upgrade", timeout=None)
+
+
+def reopenlog(args: argparse.Namespace) -> int:
+    return _simple(args, "reopenlog", timeout=10.0)
+
+
+def status(args: argparse.Namespace) -> int:
+    config = _config_for_control(args)
+    pid = running_pid(config.pidfile)
+    if not pid:
+        _say("pyd is not running")
+        return EXIT_NOT_RUNNING
+    try:
+        data = request(socket_path(config), "status", timeout=10.0)["data"]
+    except ControlError as e:
+        _say(f"pyd is running (pid {pid}); {e}")
+        return EXIT_OK
+    _say(f"pyd is running (pid {data['pid']}, uptime {_human_time(data['uptime'])}, "
+         f"{data['workers']} workers, config {data['config']})")
+    return EXIT_OK
+
+
+def fullstatus(args: argparse.Namespace) -> int:
+    config = _config_for_control(args)
+    if not running_pid(config.pidfile):
+        _say("pyd is not running")
+        return EXIT_NOT_RUNNING
+    data = _control(config, "fullstatus", timeout=10.0)["data"]
+    _say(f"pyd is running (pid {data['pid']}, uptime {_human_time(data['uptime'])}, "
+         f"{data['workers']} workers of {data['target']}, config {data['config']})")
+    rows = [("worker", "pid", "state", "requests", "rss", "conns", "active", "uptime", "note")]
+    for s in sorted(data["slots"], key=lambda s: (s["number"], s["uptime"])):
+        note = s["reason"] if s["state"] in ("retiring", "stopping") else ""
+        rows.append((str(s["number"]), str(s["pid"]), s["state"], str(s["requests"]),
+                     f"{s['rss'] / 1048576:.1f}M", str(s["connections"]), str(s["active"]),
+                     _human_time(s["uptime"]), note))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    exits = ", ".join(f"{k} {v}" for k, v in sorted(data["exits"].items()))
+    print(f"restarts by reason: {exits or 'none'}")
+    print(f"listeners: {', '.join(data['listeners']) or 'none'}")
+    for line in data.get("extra_lines", []):
+        print(line)
+    return EXIT_OK
+
+
+# -- the service process: cron and process -------------------------------------------------------
+
+def _service_command(args: argparse.Namespace, cmd: str) -> int:
+    config = _config_for_control(args)
+    _running(config)
+    if args.action in ("run", "restart") and not args.name:
+        raise Failure(f"{cmd} {args.action} needs a NAME")
+    try:
+        answer = request(socket_path(config), cmd, {"action": args.action, "name": args.name},
+                         timeout=None if args.action in ("run", "restart") else 30.0,
+                         on_progress=_say)
+    except ControlError as e:
+        raise Failure(str(e)) from None
+    if not answer.get("ok"):
+        print(f"pyd: {answer.get('message', cmd + ' failed')}", file=sys.stderr)
+        return EXIT_FAIL
+    for line in answer.get("data", {}).get("lines", []):
+        print(line)
+    if answer.get("message"):
+        _say(answer["message"])
+    return EXIT_OK
+
+
+def cron(args: argparse.Namespace) -> int:
+    return _service_command(args, "cron")
+
+
+def process(args: argparse.Namespace) -> int:
+    return _service_command(args, "process")
+
+
+# -- runworker -----------------------------------------------------------------------------------
+
+def runworker(args: argparse.Namespace) -> int:
+    """One worker in the foreground, no master: for debugging an app or a pool."""
+    from pyd import log as pydlog
+    from pyd.ipc import scoreboard as sb
+    from pyd.master.boot import bind_listeners
+    from pyd.net.listeners import ListenError
+    from pyd.worker.main import BootError, Worker, build_apps, build_pools
+
+    config = load_or_fail(args)
+    pydlog.setup(None)
+    try:
+        listeners = bind_listeners(config, {}, {})
+        apps = build_apps(config, privileged=True)
+        pools = build_pools(config, listeners, apps, privileged=True)
+    except (ListenError, BootError) as e:
+        raise Failure(getattr(e, "message", str(e))) from None
+    board = sb.Scoreboard(1)
+    slot = board.claim(1, 1)
+    board.set_pid(slot, os.getpid())
+    Worker(config, 1, slot, board, listeners, apps=apps, pools=pools).run()
+    return EXIT_OK  # pragma: no cover - run() exits the process

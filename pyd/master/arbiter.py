@@ -1,0 +1,569 @@
+"""The master (the arbiter): preloads as root, forks workers and keeps them right.
+
+Signal handlers and control commands only enqueue; the loop dispatches to short verbs:
+spawn_worker, drain_worker, kill_worker, reap, murder (stuck requests), manage (count and
+recycling), reload, update, upgrade, stop. Read `manage` for how replacement works: a worker
+that must go (a limit, a reload) gets its successor first and drains only once it serves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+
+import gevent
+import gevent.os
+import gevent.pool
+from gevent.event import Event
+
+from pyd.net import listeners as lst
+from pyd.ipc import scoreboard as sb
+from pyd.master.boot import ApplyError, StartResult, apply_config, boot_master
+from pyd.config import Config, ConfigError
+from pyd.service.main import ServiceHandle
+from pyd.worker.main import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_TIMEOUT, Worker
+
+log = logging.getLogger("pyd.master")
+
+LIMIT_REASONS = (sb.R_REQUESTS, sb.R_MEMORY, sb.R_IDLE)
+BOOT_TIMEOUT = 60.0  # a worker that does not serve within this is killed
+ABORT_GRACE = 3.0  # after SIGABRT (request-timeout), SIGKILL
+FAST_STOP_DEADLINE = 5.0
+HARD_STOP_DEADLINE = 2.0
+MAX_BACKOFF = 60.0
+
+SIGNALS = ("HUP", "QUIT", "INT", "TERM", "USR1", "USR2", "TTIN", "TTOU")
+
+
+@dataclass(eq=False)
+class WorkerInfo:
+    """What the master knows of one worker process."""
+
+    pid: int
+    slot: int
+    number: int
+    generation: int
+    spawned: float
+    phase: str = "booting"  # booting -> serving -> retiring -> draining
+    reason: int = sb.R_NONE  # why it retires or drains
+    deadline: float = 0.0  # draining: SIGKILL after this
+    aborted: bool = False
+    successor: WorkerInfo | None = None
+    predecessor: WorkerInfo | None = None
+
+
+@dataclass
+class Backoff:
+    failures: int = 0
+    not_before: float = 0.0
+    message: str = ""
+
+
+class Master:
+    def __init__(self, config: Config, overrides: list = (), argv_overrides: list[str] = (),
+                 ready_fd: int | None = None, tty: bool = False):
+        self.config = config
+        # Re-read (update) and re-executed (upgrade) by this name, whatever the cwd is then.
+        self.config_file = os.path.abspath(config.path)
+        self.overrides = list(overrides)
+        self.argv_overrides = list(argv_overrides)
+        self.ready_fd = ready_fd
+        self.tty = tty
+        self.pid = os.getpid()
+        self.started = time.time()
+        self.workers: dict[int, WorkerInfo] = {}
+        self.listeners: dict[str, lst.Listener] = {}
+        self.apps: dict = {}
+        self.pools: list = []
+        self.target = 0
+        self.generation = 1
+        self.generation_reason = sb.R_RELOAD
+        self.boot_errors: dict[int, str] = {}  # generation -> the last boot error message
+        self.backoff: dict[int, Backoff] = {}
+        self.exits: Counter[str] = Counter()
+        self.signals: deque[str] = deque()
+        self.exited: deque[tuple[int, int]] = deque()
+        self.wakeup = Event()
+        self.stopping: str | None = None  # None, "graceful", "fast", "hard", "upgrade"
+        self.stop_deadline = 0.0
+        self.scoreboard: sb.Scoreboard | None = None
+        self.control = None
+        self.pidfile = None
+        self.greenlets = gevent.pool.Group()
+        self._signal_watchers: list = []
+        self.pidfile_pending = False
+        self.start_error = ""
+        self.busy_since: float | None = None
+        self.idle_since: float | None = None
+        self.workers_told = False  # stopping: the workers were signalled (after the service)
+        self.service = ServiceHandle(self)  # jobs, supervised programs, autoreload
+
+    # -- boot -----------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Boot, serve until stopped, clean up. Returns the exit status."""
+        result = boot_master(self)
+        if not result.ok:
+            self.start_error = result.message
+            self.notify_ready(f"ERROR {result.message}")
+            self.shutdown(unlink=True)
+            logging.shutdown()  # the log's last lines reach their targets before the exit
+            return 1
+        self.notify_ready(f"READY {self.pid} {self.target}")
+        log.info("pyd master (pid %d) serving with %d workers, config %s", self.pid,
+                 self.target, self.config.path)
+        self.loop()
+        self.shutdown(unlink=self.stopping != "upgrade")
+        log.info("pyd master (pid %d) exits", self.pid)
+        logging.shutdown()  # the daemon leaves by os._exit: no atexit would flush the log
+        return 0
+
+    def notify_ready(self, message: str) -> None:
+        from pyd.system.daemon import sd_notify
+
+        if message.startswith("READY"):
+            sd_notify(f"READY=1\nMAINPID={self.pid}\nSTATUS=serving with {self.target} workers")
+        if self.ready_fd is None:
+            return
+        try:
+            os.write(self.ready_fd, message.encode("utf-8", "replace") + b"\n")
+            os.close(self.ready_fd)
+        except OSError:
+            pass
+        self.ready_fd = None
+
+    def watch_workers(self) -> None:
+        """Wake the loop when a worker writes to the scoreboard's pipe (ready, retiring)."""
+        fd = self.scoreboard.wake_r
+
+        def read() -> None:
+            while True:
+                try:
+                    gevent.os.nb_read(fd, 4096)
+                except OSError:
+                    return
+                self.wakeup.set()
+
+        self.greenlets.spawn(read)
+
+    def install_signals(self) -> None:
+        for name in SIGNALS:
+            signum = getattr(signal, "SIG" + name)
+            self._signal_watchers.append(gevent.signal_handler(signum, self.enqueue, name))
+
+    def enqueue(self, name: str) -> None:
+        """Signal handlers only enqueue; the loop acts."""
+        self.signals.append(name)
+        self.wakeup.set()
+
+    def wait_for_workers(self, timeout: float = BOOT_TIMEOUT) -> StartResult:
+        """At start: every worker serving, or the first boot error."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.reap()
+            if self.boot_errors:
+                return StartResult(False, next(iter(self.boot_errors.values())))
+            if self.stopping:
+                return StartResult(False, "stopped while starting")
+            self.sync_phases()
+            if self.workers and all(w.phase == "serving" for w in self.workers.values()):
+                return StartResult(True)
+            self.wakeup.wait(0.05)
+            self.wakeup.clear()
+        return StartResult(False, f"workers did not start within {timeout:.0f}s")
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def loop(self) -> None:
+        while True:
+            self.wakeup.wait(0.25)
+            self.wakeup.clear()
+            while self.signals:
+                name = self.signals.popleft()
+                log.info("master got SIG%s", name)
+                getattr(self, "handle_" + name.lower())()
+            self.reap()
+            if self.pidfile_pending:
+                self.take_pidfile()
+            if self.stopping:
+                if self.service.running:  # it stops first; the workers wait for it
+                    self.service.enforce_deadline()
+                    continue
+                if not self.workers_told:
+                    self.stop_workers(first=True)
+                if not self.workers:
+                    return
+                self.enforce_stop_deadline()
+                continue
+            self.murder()
+            self.manage()
+            self.scale()
+            self.service.manage()
+
+    # -- signals: what each means to an operator ------------------------------------------------
+
+    def handle_term(self) -> None:
+        """Fast stop: workers close their connections and exit."""
+        self.stop("fast")
+
+    def handle_int(self) -> None:
+        """Fast stop (Ctrl-C in --foreground)."""
+        self.stop("fast")
+
+    def handle_quit(self) -> None:
+        """Graceful stop: workers finish in-flight requests (up to graceful-timeout), then exit."""
+        self.stop("graceful")
+
+    def handle_hup(self) -> None:
+        """Update: re-read the config; if valid, replace the workers with ones that use it."""
+        self.update()
+
+    def handle_usr1(self) -> None:
+        """Reopen every log file, in the master and the workers (after logrotate)."""
+        self.reopen_logs()
+
+    def handle_usr2(self) -> None:
+        """Upgrade: re-execute the master with the listeners (a new pyd, no downtime)."""
+        from pyd.master.upgrade import upgrade
+
+        self.greenlets.spawn(upgrade, self)
+
+    def handle_ttin(self) -> None:
+        """One worker more (up to max-workers)."""
+        self.set_target(self.target + 1)
+
+    def handle_ttou(self) -> None:
+        """One worker less (down to min-workers, at least 1)."""
+        self.set_target(self.target - 1)
+
+    # -- verbs ----------------------------------------------------------------------------------
+
+    def spawn_worker(self, number: int, predecessor: WorkerInfo | None = None) -> None:
+        slot = self.scoreboard.claim(number, self.generation)
+        if slot is None:
+            log.error("no free scoreboard slot for worker %d (restart pyd to grow it)", number)
+            return
+        pid = gevent.os.fork_and_watch(callback=self._child_exited)
+        if pid == 0:
+            self.after_fork()
+            Worker(self.config, number, slot, self.scoreboard, self.listeners, apps=self.apps,
+                   pools=self.pools, master_pid=self.pid,
+                   report_fd=self.service.report_fd).run()
+            os._exit(EXIT_BOOT_ERROR)  # pragma: no cover - run() never returns
+        self.scoreboard.set_pid(slot, pid)
+        w = WorkerInfo(pid, slot, number, self.generation, time.monotonic())
+        if predecessor is not None:
+            predecessor.successor, w.predecessor = w, predecessor
+        self.workers[pid] = w
+        log.info("spawned worker %d (pid %d)%s", number, pid,
+                 f" to replace pid {predecessor.pid}" if predecessor else "")
+
+    def _child_exited(self, watcher) -> None:
+        self.exited.append((watcher.pid, watcher.rstatus))
+        self.wakeup.set()
+
+    def after_fork(self) -> None:
+        """In the new worker: let go of everything that is the master's."""
+        for watcher in self._signal_watchers:
+            watcher.cancel()
+        if self.control is not None:
+            self.control.close(unlink=False)
+        if self.pidfile is not None and self.pidfile.fd is not None:
+            os.close(self.pidfile.fd)  # POSIX locks are per process: the master keeps its own
+            self.pidfile.fd = None
+        if self.ready_fd is not None:
+            os.close(self.ready_fd)
+            self.ready_fd = None
+        self.service.close_in_child()
+        self.greenlets.kill(block=False)
+
+    def drain_worker(self, w: WorkerInfo, reason: int) -> None:
+        """Tell a worker to stop accepting and finish what it has (graceful-timeout)."""
+        if w.successor is not None:
+            w.successor.predecessor = None
+            w.successor = None
+        w.phase, w.reason = "draining", reason
+        w.deadline = time.monotonic() + self.config.graceful_timeout + 1.0
+        self.kill_worker(w, signal.SIGQUIT)
+
+    def kill_worker(self, w: WorkerInfo, sig: int) -> None:
+        try:
+            os.kill(w.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def reap(self) -> None:
+        while self.exited:
+            pid, status = self.exited.popleft()
+            w = self.workers.pop(pid, None)
+            if w is None:
+                if self.service.owns(pid):
+                    self.service.exited(status)
+                continue  # not a worker (the new master of an upgrade)
+            reason = self._exit_reason(w, status)
+            self.exits[sb.REASONS[reason]] += 1
+            self.scoreboard.release(w.slot, reason)
+            if w.successor is not None:
+                w.successor.predecessor = None
+            if w.predecessor is not None:
+                w.predecessor.successor = None
+
+    def _exit_reason(self, w: WorkerInfo, status: int) -> int:
+        code = os.waitstatus_to_exitcode(status)
+        if code in (EXIT_BOOT_ERROR, EXIT_APP_LOAD_ERROR) and w.phase == "booting":
+            message = self.scoreboard.message(w.slot) or f"worker exited with status {code}"
+            self.boot_errors[w.generation] = message
+            b = self.backoff.setdefault(w.number, Backoff())
+            b.failures += 1
+            b.message = message
+            delay = min(MAX_BACKOFF, 0.5 * 2 ** (b.failures - 1))
+            b.not_before = time.monotonic() + delay
+            log.error("worker %d (pid %d) failed to start; next try in %.1fs:\n%s", w.number,
+                      w.pid, delay, message)
+            return sb.R_BOOT_ERROR
+        if code == EXIT_TIMEOUT or w.aborted:
+            return sb.R_TIMEOUT
+        if w.phase == "draining" or self.stopping:
+            if code < 0:
+                log.warning("worker %d (pid %d) killed by signal %d while stopping", w.number,
+                            w.pid, -code)
+            return w.reason or sb.R_STOPPED
+        if code < 0:
+            log.error("worker %d (pid %d) killed by signal %d", w.number, w.pid, -code)
+            return sb.R_KILLED
+        log.error("worker %d (pid %d) exited unexpectedly with status %d", w.number, w.pid, code)
+        return sb.R_CRASHED
+
+    def sync_phases(self) -> None:
+        """Read what workers wrote in the scoreboard."""
+        for w in self.workers.values():
+            state = self.scoreboard.state(w.slot)
+            if w.phase == "booting" and state in (sb.IDLE, sb.BUSY, sb.RETIRING):
+                w.phase = "serving"
+                self.backoff.pop(w.number, None)
+                if w.predecessor is not None:
+                    old = w.predecessor
+                    self.drain_worker(old, old.reason)
+            if w.phase == "serving" and state == sb.RETIRING:
+                w.phase, w.reason = "retiring", self.scoreboard.read(w.slot).reason
+            elif w.phase == "serving" and w.generation < self.generation:
+                w.phase, w.reason = "retiring", self.generation_reason
+
+    def manage(self) -> None:
+        """Keep `target` workers serving; give every retiring worker a successor first."""
+        self.sync_phases()
+        now = time.monotonic()
+        holders = {w.number: w for w in self.workers.values()
+                   if w.phase in ("serving", "retiring")
+                   or (w.phase == "booting" and w.predecessor is None)}
+        recycling = sum(1 for w in self.workers.values()
+                        if (w.phase == "booting" and w.predecessor is not None
+                            and w.predecessor.reason in LIMIT_REASONS)
+                        or (w.phase == "draining" and w.reason in LIMIT_REASONS))
+        for number in range(1, self.target + 1):
+            w = holders.get(number)
+            b = self.backoff.get(number)
+            if b is not None and now < b.not_before:
+                continue
+            if w is None:
+                self.spawn_worker(number)
+            elif w.phase == "retiring" and w.successor is None:
+                if w.reason in LIMIT_REASONS:
+                    if recycling >= self.config.max_recycling:
+                        continue
+                    recycling += 1
+                self.spawn_worker(number, predecessor=w)
+        for number, w in holders.items():
+            if number > self.target:
+                self.drain_worker(w, sb.R_SCALE_DOWN)
+        for w in list(self.workers.values()):
+            if w.phase == "booting" and now - w.spawned > BOOT_TIMEOUT:
+                log.error("worker %d (pid %d) did not start within %.0fs; killing it", w.number,
+                          w.pid, BOOT_TIMEOUT)
+                self.kill_worker(w, signal.SIGKILL)
+            elif w.phase == "draining" and now > w.deadline:
+                log.warning("worker %d (pid %d) still draining after graceful-timeout; killing it",
+                            w.number, w.pid)
+                self.kill_worker(w, signal.SIGKILL)
+                w.deadline = now + 5.0
+
+    def murder(self) -> None:
+        """request-timeout: a request (or a blocked hub) past the limit gets its worker killed,
+        after the worker logged every greenlet's stack."""
+        limit = self.config.request_timeout
+        if not limit:
+            return
+        now, wall = time.monotonic(), time.time()
+        for w in list(self.workers.values()):
+            if w.aborted:
+                if now > w.deadline:
+                    self.kill_worker(w, signal.SIGKILL)
+                continue
+            if w.phase not in ("serving", "retiring", "draining"):
+                continue
+            slot = self.scoreboard.read(w.slot)
+            running = wall - slot.oldest_request if slot.oldest_request else 0.0
+            silent = wall - slot.heartbeat
+            # A heartbeat that stopped means the hub itself is blocked (a CPU-bound request):
+            # an idle worker's hub always ticks.
+            if running > limit or silent > limit + 1.0:
+                log.error("worker %d (pid %d): a request has run for %.1fs (request-timeout "
+                          "%gs); the worker logs its stacks and is replaced", w.number, w.pid,
+                          max(running, silent), limit)
+                self.kill_worker(w, signal.SIGABRT)
+                if w.successor is not None:
+                    w.successor.predecessor = None
+                    w.successor = None
+                w.phase, w.reason, w.aborted = "draining", sb.R_TIMEOUT, True
+                w.deadline = now + ABORT_GRACE
+
+    def scale(self) -> None:
+        """Between min-workers and max-workers: one more when all are busy for 3s, one less
+        when two or more have been idle for 30s."""
+        lo, hi = self.config.min_workers, self.config.max_workers
+        if lo is None and hi is None:
+            return
+        serving = [self.scoreboard.read(w.slot) for w in self.workers.values()
+                   if w.phase == "serving"]
+        if not serving:
+            return
+        now = time.monotonic()
+        busy = sum(1 for s in serving if s.active)
+        if busy == len(serving):
+            self.busy_since = self.busy_since or now
+            if now - self.busy_since >= 3.0:
+                self.set_target(self.target + 1)
+                self.busy_since = None
+        else:
+            self.busy_since = None
+        if len(serving) - busy >= 2:
+            self.idle_since = self.idle_since or now
+            if now - self.idle_since >= 30.0:
+                self.set_target(self.target - 1)
+                self.idle_since = None
+        else:
+            self.idle_since = None
+
+    def set_target(self, n: int) -> None:
+        lo = self.config.min_workers or 1
+        hi = self.config.max_workers or max(self.config.workers, n, 1)
+        n = max(lo, min(hi, n, self.scoreboard.size // 2))
+        if n != self.target:
+            log.info("workers: %d -> %d", self.target, n)
+            self.target = n
+            self.wakeup.set()
+
+    def reload(self) -> int:
+        """Replace every worker gracefully (new app code); returns the new generation."""
+        self.generation += 1
+        self.generation_reason = sb.R_RELOAD
+        log.info("reload: replacing every worker (generation %d)", self.generation)
+        self.wakeup.set()
+        return self.generation
+
+    def update(self) -> tuple[bool, str]:
+        """Re-read the config; an invalid one changes nothing and says why."""
+        from pyd.config import load_apart
+
+        try:
+            new = load_apart(self.config_file, self.overrides)
+        except ConfigError as e:
+            log.error("update: the configuration has errors; still serving the old one:\n%s",
+                      e.format())
+            return False, e.format()
+        try:
+            warnings = apply_config(self, new)
+        except ApplyError as e:
+            log.error("update: %s; still serving the old configuration", e)
+            return False, str(e)
+        self.service.configure(new)
+        self.generation += 1
+        self.generation_reason = sb.R_UPDATE
+        log.info("update: configuration re-read; replacing every worker (generation %d)",
+                 self.generation)
+        self.wakeup.set()
+        return True, "\n".join(warnings)
+
+    def take_pidfile(self) -> None:
+        """After an upgrade: the old master let go of the pidfile; make it ours."""
+        from pyd.system.daemon import PidfileError
+
+        try:
+            self.pidfile.acquire()
+        except PidfileError:
+            return
+        self.pidfile_pending = False
+        log.info("pidfile %s taken over from the previous master", self.pidfile.path)
+
+    def reopen_logs(self) -> None:
+        from pyd.log import reopen
+
+        reopen()
+        for w in self.workers.values():
+            self.kill_worker(w, signal.SIGUSR1)
+        self.service.signal(signal.SIGUSR1)
+
+    def stop(self, how: str) -> None:
+        if self.stopping and how == "graceful":
+            return
+        first = self.stopping is None
+        self.stopping = how
+        if self.service.running:
+            # Supervised programs and jobs stop first; the loop stops the workers after them.
+            self.service.stop(how)
+            self.wakeup.set()
+            return
+        self.stop_workers(first)
+
+    def stop_workers(self, first: bool) -> None:
+        how = self.stopping
+        self.workers_told = True
+        deadline = {"graceful": self.config.graceful_timeout + 1.0, "fast": FAST_STOP_DEADLINE,
+                    "hard": HARD_STOP_DEADLINE, "upgrade": self.config.graceful_timeout + 1.0}
+        self.stop_deadline = time.monotonic() + deadline[how]
+        sig = signal.SIGQUIT if how in ("graceful", "upgrade") else signal.SIGTERM
+        if first or how != "graceful":
+            log.info("stopping (%s) %d workers", how, len(self.workers))
+        for w in self.workers.values():
+            w.phase = "draining"
+            w.reason = w.reason or sb.R_STOPPED
+            self.kill_worker(w, sig)
+        self.wakeup.set()
+
+    def enforce_stop_deadline(self) -> None:
+        if time.monotonic() > self.stop_deadline:
+            for w in self.workers.values():
+                log.warning("worker %d (pid %d) did not stop in time; killing it", w.number, w.pid)
+                self.kill_worker(w, signal.SIGKILL)
+            self.stop_deadline = time.monotonic() + 5.0
+
+    def shutdown(self, unlink: bool) -> None:
+        """The master's own resources, last: listeners, control socket, pidfile."""
+        for pool in self.pools:
+            pool.close_all()
+        for listener in self.listeners.values():
+            listener.close(unlink=unlink)
+        if self.control is not None:
+            self.control.close(unlink=unlink)
+        if self.pidfile is not None:
+            self.pidfile.release(unlink=unlink)
+        self.greenlets.kill(block=False)
+
+    def fullstatus_extra(self) -> dict:
+        """The service process, its supervised programs and jobs, for `pyd fullstatus`."""
+        return self.service.fullstatus()
+
+    # -- the control socket ---------------------------------------------------------------------
+
+    def command(self, cmd: str, args: dict, progress) -> dict:
+        from pyd.master import commands as commands_master
+
+        handler = getattr(commands_master, "cmd_" + cmd.replace("-", "_"), None)
+        if handler is None:
+            return {"ok": False, "message": f"unknown command {cmd}"}
+        return handler(self, args, progress)
+

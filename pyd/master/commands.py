@@ -1,0 +1,119 @@
+"""What the master does for each control-socket command (`pyd status`, `pyd reload`, ...).
+
+Each handler runs in its own greenlet and may wait; it answers with a dict for the CLI.
+"""
+
+from __future__ import annotations
+
+import time
+
+import gevent
+
+from pyd import __version__
+
+
+def cmd_status(m, args, progress) -> dict:
+    return {"ok": True, "data": {
+        "pid": m.pid, "uptime": time.time() - m.started, "config": m.config.path,
+        "workers": sum(1 for w in m.workers.values() if w.phase in ("serving", "retiring")),
+        "target": m.target, "version": __version__}}
+
+
+def cmd_fullstatus(m, args, progress) -> dict:
+    data = cmd_status(m, args, progress)["data"]
+    phases = {w.slot: w.phase for w in m.workers.values()}
+    slots = []
+    for s in m.scoreboard.live():
+        slots.append({"slot": s.index, "number": s.number, "pid": s.pid, "state": s.state_name,
+                      "phase": phases.get(s.index, "?"), "reason": s.reason_name,
+                      "requests": s.requests, "rss": s.rss, "connections": s.connections,
+                      "active": s.active, "uptime": time.time() - s.started})
+    data.update(slots=slots, exits=dict(m.exits), generation=m.generation,
+                listeners=sorted(m.listeners))
+    extra = getattr(m, "fullstatus_extra", None)
+    if extra:
+        data.update(extra())
+    return {"ok": True, "data": data}
+
+
+def cmd_reload(m, args, progress) -> dict:
+    generation = m.reload()
+    progress(f"replacing {m.target} workers")
+    return _wait_generation(m, generation, "reload")
+
+
+def cmd_update(m, args, progress) -> dict:
+    ok, message = m.update()
+    if not ok:
+        return {"ok": False, "message": f"the configuration was not applied:\n{message}"}
+    if message:
+        progress(message)
+    return _wait_generation(m, m.generation, "update")
+
+
+def _wait_generation(m, generation: int, what: str) -> dict:
+    """Until every worker is of this generation, or a new one fails to start."""
+    deadline = time.monotonic() + m.config.graceful_timeout + 90.0
+    while time.monotonic() < deadline:
+        if m.generation != generation:
+            return {"ok": False, "message": f"{what} superseded by a newer reload or update"}
+        if generation in m.boot_errors:
+            return {"ok": False, "message": f"{what} failed: a new worker could not start; the "
+                                            f"old workers keep serving:\n"
+                                            f"{m.boot_errors[generation]}"}
+        if m.stopping:
+            return {"ok": False, "message": "pyd is stopping"}
+        current = [w for w in m.workers.values() if w.generation == generation
+                   and w.phase in ("serving", "retiring")]
+        old = [w for w in m.workers.values() if w.generation < generation]
+        if len(current) >= m.target and not old:
+            return {"ok": True, "message": f"{what}: {len(current)} workers replaced"}
+        gevent.sleep(0.1)
+    return {"ok": False, "message": f"{what} did not finish in time; see the log"}
+
+
+def cmd_reopenlog(m, args, progress) -> dict:
+    m.reopen_logs()
+    return {"ok": True, "message": "log files reopened"}
+
+
+def _stop(m, how: str) -> dict:
+    m.stop(how)
+    return {"ok": True, "data": {"pid": m.pid}}
+
+
+def cmd_stop(m, args, progress) -> dict:
+    return _stop(m, "fast")
+
+
+def cmd_graceful_stop(m, args, progress) -> dict:
+    return _stop(m, "graceful")
+
+
+def cmd_hard_stop(m, args, progress) -> dict:
+    return _stop(m, "hard")
+
+
+def cmd_upgrade(m, args, progress) -> dict:
+    from pyd.master.upgrade import upgrade
+
+    progress("starting a new master")
+    ok, message = upgrade(m)
+    return {"ok": ok, "message": message}
+
+
+def cmd_workers(m, args, progress) -> dict:
+    """Set the number of workers (within min-workers/max-workers)."""
+    m.set_target(int(args["n"]))
+    return {"ok": True, "message": f"workers: {m.target}"}
+
+
+
+def cmd_cron(m, args, progress) -> dict:
+    """`pyd cron list` (next and last runs) and `pyd cron run NAME` (now, once; waits)."""
+    return m.service.cron(args.get("action", "list"), args.get("name"), progress)
+
+
+def cmd_process(m, args, progress) -> dict:
+    """`pyd process list` and `pyd process restart NAME` (NAME:N for one copy)."""
+    return m.service.process(args.get("action", "list"), args.get("name"), progress)

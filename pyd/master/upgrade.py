@@ -1,0 +1,84 @@
+"""`pyd upgrade` (SIGUSR2): re-execute the master without refusing a connection.
+
+The old master forks and execs a new `pyd start` that inherits the listening sockets; once the
+new master's workers serve, the old one drains its workers and exits, leaving it the pidfile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+import gevent
+import gevent.os
+from gevent.socket import wait_read
+
+from pyd.net import listeners as lst
+from pyd.master.boot import UPGRADE_FD_ENV
+
+log = logging.getLogger("pyd.master")
+UPGRADE_TIMEOUT = 90.0
+
+
+def upgrade(m) -> tuple[bool, str]:
+    if getattr(m, "upgrading", False):
+        return False, "an upgrade is already in progress"
+    if m.stopping:
+        return False, "pyd is stopping"
+    m.upgrading = True
+    try:
+        return _upgrade(m)
+    finally:
+        m.upgrading = False
+
+
+def _upgrade(m) -> tuple[bool, str]:
+    r, w = os.pipe()
+    env = dict(os.environ)
+    env[lst.INHERIT_ENV] = lst.export(list(m.listeners.values()))
+    env[UPGRADE_FD_ENV] = str(w)
+    os.set_inheritable(w, True)
+    argv = [sys.executable, "-m", "pyd", "start", "--foreground", "-c", m.config_file,
+            *m.argv_overrides]
+    log.info("upgrade: starting a new master: %s", " ".join(argv[1:]))
+    pid = gevent.os.fork_and_watch(callback=lambda watcher: None)
+    if pid == 0:
+        try:
+            os.execve(sys.executable, argv, env)
+        finally:
+            os._exit(127)
+    os.close(w)
+    for listener in m.listeners.values():
+        os.set_inheritable(listener.fileno(), False)
+    answer = _read_answer(r, UPGRADE_TIMEOUT)
+    os.close(r)
+    if answer.startswith("READY"):
+        log.info("upgrade: the new master (pid %d) serves; this one drains and exits", pid)
+        m.stop("upgrade")
+        return True, f"upgraded: the new master is pid {pid}"
+    message = answer[6:] if answer.startswith("ERROR ") else (
+        answer or "the new master exited before serving")
+    log.error("upgrade failed; still serving with this master:\n%s", message)
+    return False, f"upgrade failed; still serving with the old master:\n{message}"
+
+
+def _read_answer(fd: int, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return "ERROR the new master did not report within the time limit"
+        try:
+            wait_read(fd, timeout=left)
+        except TimeoutError:
+            continue
+        except gevent.Timeout:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode("utf-8", "replace").strip()

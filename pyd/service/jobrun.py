@@ -1,0 +1,73 @@
+"""`python -m pyd.jobrun [options] module:callable`: one run of a Python Cron job.
+
+Started as root by the service process in a fresh interpreter (a fork of the service would carry
+its gevent hub and every scheduled greenlet into the job): takes the workers' identity (chroot,
+setgid, setuid), enters cwd, and only then imports the job's module, so that the module is the
+configured user's to import. Exit status: 0 done, 1 the callable raised (traceback on stderr),
+2 it could not be loaded or privileges could not be dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import traceback
+
+from pyd.system.privileges import PrivilegeError, drop, resolve
+
+
+def load(ref: str):
+    """The callable `module.path:attr.sub` names; `module:factory()` calls the factory first."""
+    module_name, _, attr = ref.partition(":")
+    factory = attr.endswith("()")
+    obj = importlib.import_module(module_name)
+    for part in attr.removesuffix("()").split("."):
+        obj = getattr(obj, part)
+    return obj() if factory else obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pyd.jobrun")
+    p.add_argument("--user")
+    p.add_argument("--group")
+    p.add_argument("--chroot")
+    p.add_argument("--cwd", required=True)
+    p.add_argument("--pythonpath", action="append", default=[])
+    p.add_argument("ref")
+    args = p.parse_args(argv)
+    try:
+        drop(resolve(args.user, args.group), args.chroot)
+        os.chdir(args.cwd)
+    except (PrivilegeError, OSError) as e:
+        print(f"pyd: cannot run {args.ref}: {e}", file=sys.stderr)
+        return 2
+    # The job's directories first, as in a worker; not the service's own working directory.
+    sys.path[:] = [args.cwd, *args.pythonpath] + [p for p in sys.path[1:]]
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        job = load(args.ref)
+    except BaseException:
+        print(f"pyd: cannot import {args.ref}:", file=sys.stderr)
+        traceback.print_exc()
+        return 2
+    try:
+        job()
+    except SystemExit as e:
+        if e.code in (None, 0):
+            return 0
+        print(f"SystemExit: {e.code}", file=sys.stderr)
+        return e.code if isinstance(e.code, int) else 1
+    except BaseException as e:  # the traceback from the job's own frame on
+        traceback.print_exception(type(e), e, e.__traceback__.tb_next)
+        return 1
+    finally:
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
