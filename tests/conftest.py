@@ -1,9 +1,18 @@
-"""Fixtures shared by the tests: a real pyd per test, cleaned up whatever happens."""
+"""Fixtures shared by the tests: a real pyd per test, cleaned up whatever happens.
+
+The pyramid: unit/ (cores, config, formats; no processes), driver/ (a pool in-process on
+127.0.0.1:0, no master), e2e/ (a real pyd started by the test, real peers).
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
-from harness import Pyd
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # harness, fcgi_client
+from harness import Pyd  # noqa: E402
 
 
 @pytest.fixture

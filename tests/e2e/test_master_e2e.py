@@ -393,7 +393,7 @@ def app(environ, start_response):
 
 def test_echo_pool_and_fullstatus(pyd_factory, tmp_path):
     port = free_port()
-    p = pyd_factory(f"user root;\nworkers 2;\ncwd {Path(__file__).resolve().parent.parent};\n"
+    p = pyd_factory(f"user root;\nworkers 2;\ncwd {Path(__file__).resolve().parents[2]};\n"
                     f"Pool:echo {{ class examples.echo:EchoPool; listen 127.0.0.1:{port}; "
                     "prefix \"> \"; }\n")
     p.start()

@@ -19,7 +19,7 @@ import brotli
 import pytest
 import zstandard
 from harness import free_port, http_get
-from test_h1 import MALFORMED
+from unit.test_h1 import MALFORMED
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

@@ -19,7 +19,7 @@ import pyd
 from pyd.cli import main as cli
 from pyd.config import load
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "conf" / "pyd.conf"
 ME = pwd.getpwuid(os.geteuid()).pw_name
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from pyd.config.docs import generate
 from pyd.config.registry import REGISTRY
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "config.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "config.md"
 
 
 def test_directive_reference_is_current():

@@ -36,7 +36,7 @@ from pyd.config.values import (
     String,
 )
 
-REPO = FilePath(__file__).resolve().parent.parent
+REPO = FilePath(__file__).resolve().parents[2]
 SETTINGS = settings(max_examples=120, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
