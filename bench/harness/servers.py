@@ -290,7 +290,7 @@ class Pyd:
 
     @classmethod
     def cli(cls, verb: str, conf: Path) -> list[str]:
-        return [PYD_PYTHON, "-m", "pyd", verb, "-c", str(conf)]
+        return [PYD_PYTHON, "-m", "pyd.cli", verb, "-c", str(conf)]
 
     @classmethod
     def cli_env(cls) -> dict[str, str]:
