@@ -6,7 +6,8 @@ llhttp (through httptools) does the parsing and is strict by default: bare CR or
 invalid tokens, Content-Length with Transfer-Encoding, duplicate Content-Lengths and bad chunk
 sizes are all errors. This module adds what llhttp leaves to the server: limits (414, 431, 413),
 the version (505), Host rules, transfer codings it does not know (501), the request-target's
-form, and framing of responses.
+form (its percent-encodings; an absolute-form target's authority, which replaces Host), and
+framing of responses.
 
 Two llhttp habits need help to keep the result independent of how the bytes were split into
 reads. An unknown method is reported at its first unexpected byte, before the method ends: the
@@ -15,6 +16,9 @@ since the last read that ended between requests (`_carry`, kept up to CARRY_LIMI
 the answer (501 for a well-formed unknown method, else 400) waits for the byte after the token.
 And httptools buffers a header field until it ends, so a head still incomplete after
 HEAD_SLACK bytes more than the limits allow is refused with 431 (counted in whole reads).
+A request line without a version (HTTP/0.9) would leave llhttp waiting for a blank line that
+an HTTP/0.9 client never sends: a read that ends right after such a line is answered 505 at
+once, as it would be had the blank line come in the same read.
 
 httptools parses everything it is fed at once, so pipelined requests arrive as a queue of
 events: `Request`, then `Data` chunks of its body, then `END`. A parse error is queued where it
@@ -60,7 +64,8 @@ class Limits:
 
 
 class Request:
-    """A request head. `headers` keep the peer's bytes; names are as sent."""
+    """A request head. `headers` keep the peer's bytes and names as sent, except that the
+    authority of an absolute-form target replaces Host (RFC 9112 3.2.2); `host` is that."""
 
     __slots__ = ("method", "target", "version", "headers", "keep_alive", "content_length",
                  "chunked", "expect_continue", "upgrade", "host")
@@ -158,6 +163,8 @@ _TOKEN_PREFIX = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]*")
 # and anything left over is refused: cheaper than a regex on every request.
 _HOST_CHARS = (b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
                b"-._~!$&'()*+,;=%:[]")
+_BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")  # a "%" not followed by two hex digits
+_ABSOLUTE = (b"http://", b"https://")
 _SUPPORTED_CODINGS = {b"chunked"}
 _GOOD_HOSTS: set[bytes] = set()  # Host values already found valid (a server sees few)
 
@@ -213,7 +220,7 @@ class H1Connection:
                  "_stopped", "_in_head", "_body_size", "closing", "keep_alive", "request",
                  "_body_done", "_skip_body", "_mode", "_left", "_started", "_fresh", "_carry",
                  "_head_read", "_head_limit", "_bad_method", "_url", "_headers", "_head_size",
-                 "_pending")
+                 "_pending", "_begun", "_line_open", "_line_start")
 
     def __init__(self, limits: Limits | None = None, server_tokens: bool = True):
         self.limits = limits or Limits()
@@ -241,6 +248,9 @@ class H1Connection:
         self._head_read = 0
         self._head_limit = self.limits.max_request_line + self.limits.max_header_size + HEAD_SLACK
         self._bad_method: bytes | None = None  # the start of a request with an unknown method
+        self._begun = 0  # requests begun since `_carry` was last emptied
+        self._line_open = False  # the current head's request line is still to be looked at
+        self._line_start = -1  # where in `_carry` the current head begins (-1: not known yet)
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -271,6 +281,7 @@ class H1Connection:
         else:
             if self._fresh:
                 self._carry = b""
+                self._begun = 0
             else:
                 self._unfinished(data)
 
@@ -279,11 +290,33 @@ class H1Connection:
         and refuse a head that never ends (httptools would buffer it whole)."""
         carry = self._carry
         if carry is not None:
-            self._carry = carry + data if len(carry) + len(data) <= CARRY_LIMIT else None
+            self._carry = carry = carry + data if len(carry) + len(data) <= CARRY_LIMIT else None
+        if self._in_head and self._line_open and carry is not None and self._versionless(
+                carry, data):
+            self._fail(ProtocolError(505, "HTTP/0.9 is not supported"))
+            return
         if self._in_head:
             self._head_read += len(data)
             if self._head_read > self._head_limit:
                 self._fail(ProtocolError(431, "request header fields too large"))
+
+    def _versionless(self, stream: bytes, data: bytes) -> bool:
+        """Whether the request line, once a read ended it, lacks a version (HTTP/0.9).
+
+        `stream` is what was read since a read ended between requests. The head begins at
+        its start for the first request since then, else where the requests before it end
+        (found by replaying, once per head); its line ends at the first LF after that, looked
+        for in `data` only, so a head that trickles in costs each read its own length."""
+        start = self._line_start
+        if start < 0:
+            start = self._line_start = 0 if self._begun == 1 else _request_start(stream)
+        while stream[start:start + 1] in (b"\r", b"\n"):  # empty lines before a request
+            start += 1
+        end = stream.find(b"\n", max(start, len(stream) - len(data)))
+        if end < 0:
+            return False
+        self._line_open = False
+        return stream.count(b" ", start, end) == 1  # METHOD SP target, no SP HTTP-version
 
     def _upgrade(self) -> None:
         """llhttp stops after a request asking to switch protocols (Upgrade). We switch to
@@ -393,6 +426,9 @@ class H1Connection:
         self._body_size = 0
         self._fresh = False
         self._head_read = 0
+        self._line_open = True
+        self._line_start = -1
+        self._begun += 1
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -419,11 +455,18 @@ class H1Connection:
         method = parser.get_method().decode("ascii")
         if method == "CONNECT":
             self._raise(ProtocolError(501, "CONNECT is not supported"))
-        if not url.startswith(b"/") and not (url == b"*" and method == "OPTIONS") and not (
-                url.startswith((b"http://", b"https://"))):
-            self._raise(ProtocolError(400, "invalid request-target"))
+        authority = None
+        if not url.startswith(b"/"):
+            if url.startswith(_ABSOLUTE):
+                authority = _authority(url)
+                if authority is None:
+                    self._raise(ProtocolError(400, "userinfo or no host in the request-target"))
+            elif not (url == b"*" and method == "OPTIONS"):
+                self._raise(ProtocolError(400, "invalid request-target"))
         if b"#" in url:
             self._raise(ProtocolError(400, "a fragment in the request-target"))
+        if b"%" in url and _BAD_PERCENT.search(url.partition(b"?")[0]):
+            self._raise(ProtocolError(400, "a bad percent-encoding in the request-target"))
         content_length = None
         chunked = expect = False
         host = None
@@ -457,6 +500,11 @@ class H1Connection:
             self._raise(ProtocolError(400, "a request needs exactly one Host header"))
         if hosts > 1:
             self._raise(ProtocolError(400, "more than one Host header"))
+        if hosts and not host:
+            self._raise(ProtocolError(400, "an empty Host header"))
+        if authority is not None:  # RFC 9112 3.2.2: the target's authority is the host
+            host = authority
+            self._set_host(authority, hosts)
         if host and host not in _GOOD_HOSTS:
             if host.translate(None, _HOST_CHARS):
                 self._raise(ProtocolError(400, "invalid Host header"))
@@ -469,6 +517,15 @@ class H1Connection:
         self._events.append(Request(method, url, version, self._headers,
                                     parser.should_keep_alive(), content_length, chunked,
                                     expect, False, host))
+
+    def _set_host(self, authority: bytes, hosts: int) -> None:
+        headers = self._headers
+        if not hosts:
+            headers.append((b"Host", authority))
+            return
+        for i, (name, _) in enumerate(headers):
+            if name.lower() == b"host":
+                headers[i] = (name, authority)
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -516,8 +573,10 @@ class H1Connection:
         head, code, length, ours, close = checked
         keep_alive = req.keep_alive and not close and not self.closing and self._failed is None
         if not self._body_done and (req.chunked or (req.content_length or 0) - self._body_size
-                                    > UNREAD_BODY_LIMIT):
-            keep_alive = False  # cheaper to close than to read a large body nobody wants
+                                    > UNREAD_BODY_LIMIT or req.expect_continue):
+            # Cheaper to close than to read a large body nobody wants; and a client still
+            # waiting for 100 Continue may or may not send its body: only closing is clear.
+            keep_alive = False
         tail = ""
         if length is None and content_length is not None and code != 204 and code != 304:
             length = content_length
@@ -624,6 +683,19 @@ class H1Connection:
         if self.request is not None:
             self.request.expect_continue = False
         return b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def _authority(url: bytes) -> bytes | None:
+    """The host of an absolute-form target, None if empty or with userinfo (RFC 9112 3.2.2);
+    its characters are checked as Host's are."""
+    rest = url[url.index(b"//") + 2:]
+    end = len(rest)
+    for sep in (b"/", b"?"):
+        i = rest.find(sep)
+        if 0 <= i < end:
+            end = i
+    authority = rest[:end]
+    return authority if authority and b"@" not in authority else None
 
 
 # Response fields the framing owns: hop-by-hop ones are dropped (PEP 3333 forbids them to

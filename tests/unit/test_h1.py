@@ -171,6 +171,19 @@ MALFORMED = [
     ("host-invalid", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
     ("host-invalid-slash", b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
     ("host-invalid-at", b"GET / HTTP/1.1\r\nHost: user@a\r\n\r\n", 400),
+    ("host-empty-11", b"GET / HTTP/1.1\r\nHost:\r\n\r\n", 400),
+    ("host-empty-10", b"GET / HTTP/1.0\r\nHost: \r\n\r\n", 400),
+    # 400: the request-target's percent-encodings (in the path; the query is the app's)
+    ("percent-not-hex", b"GET /%zz HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("percent-short", b"GET /a%4 HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("percent-at-end", b"GET /a% HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("percent-absolute", b"GET http://example.com/%g0 HTTP/1.1\r\n" + H + b"\r\n", 400),
+    # 400: an absolute-form target's authority (RFC 9112 3.2.2)
+    ("absolute-userinfo", b"GET http://user@example.com/ HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("absolute-userinfo-only", b"GET http://@example.com/ HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("absolute-empty-host", b"GET http:///x HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("absolute-empty-host-query", b"GET http://?x HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("absolute-bad-host", b"GET http://a<b/ HTTP/1.1\r\n" + H + b"\r\n", 400),
     # 400: the request line and its target
     ("target-relative", b"GET foo HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("target-star-not-options", b"GET * HTTP/1.1\r\n" + H + b"\r\n", 400),
@@ -207,6 +220,8 @@ MALFORMED = [
     ("http-2.0", b"GET / HTTP/2.0\r\n" + H + b"\r\n", 505),
     ("http-0.9", b"GET / HTTP/0.9\r\n" + H + b"\r\n", 505),
     ("http-2-preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+    ("http-0.9-line", b"GET /\r\n", 505),  # no version: answered without the blank line
+    ("http-0.9-with-fields", b"GET /x\r\n" + H + b"\r\n", 505),
     ("expect-unknown", b"GET / HTTP/1.1\r\n" + H + b"Expect: something\r\n\r\n", 417),
     ("expect-list", b"GET / HTTP/1.1\r\n" + H + b"Expect: 100-continue, x\r\n\r\n", 417),
 ]
@@ -484,10 +499,52 @@ def test_absolute_form_and_asterisk_form():
 
 
 def test_valid_host_forms():
-    for host in (b"example.com", b"example.com:8080", b"127.0.0.1:80", b"[::1]:8080", b"",
+    for host in (b"example.com", b"example.com:8080", b"127.0.0.1:80", b"[::1]:8080",
                  b"xn--bcher-kva.example", b"a_b.local"):
         events = drive(conn(), [b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"])
         assert events[0][0] == "REQ", (host, events)
+
+
+def test_the_authority_of_an_absolute_form_target_is_the_host():
+    """RFC 9112 3.2.2: the target's host wins over Host; an HTTP/1.0 request without Host
+    gets it from the target; the target itself is kept as sent."""
+    events = drive(conn(), [b"GET http://good.example:8080/x?y HTTP/1.1\r\nHost: evil\r\n"
+                            b"X: 1\r\n\r\n",
+                            b"GET https://good.example?q HTTP/1.0\r\n\r\n"])
+    reqs = [e for e in events if e[0] == "REQ"]
+    assert reqs[0][2] == b"http://good.example:8080/x?y"
+    assert reqs[0][4] == ((b"Host", b"good.example:8080"), (b"X", b"1"))
+    assert reqs[0][-1] == b"good.example:8080"
+    assert reqs[1][4] == ((b"Host", b"good.example"),) and reqs[1][-1] == b"good.example"
+
+
+def test_a_request_line_without_a_version_is_answered_at_once():
+    """HTTP/0.9: llhttp would wait for a blank line such a client never sends (until the
+    header timeout); the answer comes with the read that ended the line, whatever came
+    before it on the connection."""
+    for chunks in ([b"GET /\r\n"], [b"GE", b"T /x", b"\r", b"\n"], [b"\r\nGET /\r\n"],
+                   [GOOD, b"GET /\r\n"], [GOOD + b"GET /\r\n"], [GOOD + b"GET", b" /\r\n"]):
+        events = drive(conn(), chunks, eof=False)
+        assert events[-1] == ("ERR", 505), (chunks, events)
+        assert [e[0] for e in events[:-1]] == ["REQ", "SENT"] * (len(events) // 2), events
+    events = drive(conn(), [b"GET / HTTP/1.1\r\n"], eof=False)  # a version: wait for more
+    assert events == []
+
+
+def test_an_answer_before_100_continue_closes():
+    """The client waits for 100 Continue, or sends its body after a while: nobody can tell
+    what the next bytes are, so the answer says Connection: close."""
+    c = conn()
+    c.receive_data(post(b"Content-Length: 5\r\nExpect: 100-continue\r\n"))
+    assert c.next_event().expect_continue
+    _, headers, _ = parse_response(c.respond("404 Not Found", [], b"no"))
+    assert headers["connection"] == ["close"] and not c.keep_alive
+    c = conn()  # after 100 Continue the body is on its way: a small unread one is skipped
+    c.receive_data(post(b"Content-Length: 5\r\nExpect: 100-continue\r\n"))
+    c.next_event()
+    c.informational()
+    _, headers, _ = parse_response(c.respond("404 Not Found", [], b"no"))
+    assert "connection" not in headers and c.keep_alive
 
 
 # -- response framing ----------------------------------------------------------------------------
