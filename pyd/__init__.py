@@ -3,7 +3,9 @@
 The package root exports what applications use: the version and the AppInstance base class.
 """
 
-__version__ = "0.1.0.dev0"
+from pyd.version import __version__
+
+__all__ = ["__version__", "AppInstance", "Pool"]
 
 
 def __getattr__(name: str):

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from pyd import __version__
+from pyd.version import __version__
 from pyd.cli.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Failure, UsageError
 
 @dataclass(frozen=True)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from pyd.log.endpoint import EndpointType
-from pyd.log.formats import SYSLOG_FACILITIES
+from pyd.config.endpoint import SYSLOG_FACILITIES, EndpointType
 from pyd.config.registry import MAIN, REGISTRY
 from pyd.config.values import (
     AddressType,
@@ -209,10 +208,10 @@ def _have(module: str) -> bool:
 
 # -- pools and apps ------------------------------------------------------------------------------
 
-section("Pool", "HTTPServer", scope=HTTP, example="Pool:HTTPServer { listen 127.0.0.1:8080; "
+section("Pool", "HTTPServer", scope=HTTP, impl="pyd.pools.http:HTTPServerPool", example="Pool:HTTPServer { listen 127.0.0.1:8080; "
         "app shop.wsgi:application; }",
         help="An HTTP/1.1 server for WSGI apps; `Pool:HTTPServer:name` for more than one.")
-section("Pool", "FastCGI", scope=FASTCGI, example="Pool:FastCGI { listen 127.0.0.1:9000; "
+section("Pool", "FastCGI", scope=FASTCGI, impl="pyd.pools.fastcgi:FastCGIPool", example="Pool:FastCGI { listen 127.0.0.1:9000; "
         "app shop.wsgi:application; }",
         help="A FastCGI server for WSGI apps behind nginx (`fastcgi_pass`).")
 section("Pool", None, scope=USER_POOL, extra=True,

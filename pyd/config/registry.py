@@ -67,6 +67,7 @@ class SectionKind:
     extra: bool = False  # accepts directives it does not know (settings of a user's class)
     example: str = ""
     check: Callable | None = field(default=None, compare=False)
+    impl: str = ""  # a built-in pool type's class, `module:attr`, imported only in a worker
 
     @property
     def title(self) -> str:

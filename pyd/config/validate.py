@@ -391,7 +391,7 @@ def build(nodes: list[Node], path: str, overrides: Iterable[Override] = (),
                                + (f" (did you mean {quote(hint)}?)" if hint else ""))
         logs = {s.header for s in sections if s.kind == "Log"}
         for s in sections:
-            target = s.settings.get("access-log-target") if s.cls == "HTTPServer" else None
+            target = s.settings.get("access-log-target")
             if target is not None and target not in logs:
                 hint = _suggest(target, logs)
                 v.problem(s.settings.origin("access-log-target").pos,

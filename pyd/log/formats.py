@@ -13,6 +13,8 @@ import os
 import re
 import time
 
+from pyd.config.endpoint import SYSLOG_FACILITIES
+
 LINES = "lines"  # the target takes whole lines, concatenated (files, stdout, the terminal)
 MESSAGES = "messages"  # the target takes one message at a time (syslog, GELF)
 
@@ -22,9 +24,6 @@ _COLOURS = {logging.DEBUG: "2", logging.INFO: "32", logging.WARNING: "33",
             logging.ERROR: "31", logging.CRITICAL: "1;31"}
 SYSLOG_SEVERITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
                    logging.CRITICAL: 2}
-SYSLOG_FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp",
-                     "cron", "authpriv", "ftp", "local0", "local1", "local2", "local3", "local4",
-                     "local5", "local6", "local7")
 _FACILITY_CODES = {name: (16 + i - 12 if name.startswith("local") else i)
                    for i, name in enumerate(SYSLOG_FACILITIES)}
 _MILLIS = tuple(f",{ms:03d}" for ms in range(1000))  # ",007": formatting it costs more

@@ -86,7 +86,7 @@ def plan(config, tty: bool = False) -> list[RouteSpec]:
     logs = {section.header: section for section in config.of_kind("Log")}
     named = {}  # Log section header -> the pools whose access-log-target it is
     for pool in config.of_kind("Pool"):
-        if pool.cls == "HTTPServer" and pool.settings.get("access-log-target"):
+        if pool.settings.get("access-log-target"):  # declared by the pool types that log access
             named.setdefault(pool.settings["access-log-target"], []).append(pool)
     for header, section in logs.items():
         s = section.settings

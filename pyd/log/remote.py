@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket as _socket_module
 import time
 
-from pyd.log.endpoint import Endpoint
+from pyd.config.endpoint import Endpoint
 from pyd.log.formats import MESSAGES
 from pyd.log.health import Health
 from pyd.log.native import getaddrinfo, socket

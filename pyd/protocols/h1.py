@@ -39,7 +39,7 @@ from email.utils import formatdate
 
 import httptools
 
-from pyd import __version__
+from pyd.version import __version__
 
 
 class ProtocolError(Exception):

@@ -28,7 +28,8 @@ import gevent.lock
 import gevent.os
 from gevent import socket
 
-from pyd.service.monitor import Monitor, parse_report
+from pyd.ipc.modules import parse_report
+from pyd.service.monitor import Monitor
 from pyd.service.supervisor import KILL_GRACE, Supervisor, describe_exit, human
 
 log = logging.getLogger("pyd.service")

@@ -27,7 +27,7 @@ from pyd.apps import AppInstance, RefError, import_ref, make_app
 from pyd.config import Config, ConfigError, Problem
 from pyd.net.listeners import Listener
 from pyd.log import reopen as log_reopen
-from pyd.service.monitor import report_modules
+from pyd.ipc.modules import report_modules
 from pyd.pools import POOL_TYPES
 from pyd.pools.base import Pool, UserPool, label
 from pyd.system.privileges import PrivilegeError, drop, resolve

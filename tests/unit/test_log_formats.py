@@ -12,7 +12,7 @@ import pytest
 
 from pyd.config import ConfigError, load
 from pyd.config.values import BadValue, ParseContext
-from pyd.log.endpoint import Endpoint, EndpointType
+from pyd.config.endpoint import Endpoint, EndpointType
 from pyd.log.formats import (
     GelfFormat,
     JsonFormat,

@@ -1,7 +1,7 @@
 """Where a remote log target is: `udp://host:port`, `tcp://host:port`, `unix:/dev/log`.
 
-The value type of the `syslog` and `gelf` directives; kept free of heavy imports because the
-directive registry loads it for every command.
+The value types of the `syslog`, `gelf` and `facility` directives; config vocabulary, so the
+log package reads them from here and the registry needs nothing of `log`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from pyd.config.values import BadValue, ParseContext, ValueType, _q
 
+SYSLOG_FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp",
+                     "cron", "authpriv", "ftp", "local0", "local1", "local2", "local3", "local4",
+                     "local5", "local6", "local7")
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 
