@@ -15,7 +15,7 @@ from pathlib import Path
 import lark
 
 from pyd.config.errors import ConfigError, Position, Source
-from pyd.config.loader import MAX_DEPTH, Node, Word, substitute
+from pyd.config.tree import MAX_DEPTH, Node, Word, substitute
 
 _GRAMMAR = (Path(__file__).with_name("grammar.lark")).read_text()
 _TOKEN_NAMES = {"_SEMI": "';'", "_LBRACE": "'{'", "_RBRACE": "'}'", "_COMMA": "','",

@@ -8,113 +8,22 @@ from __future__ import annotations
 
 import glob
 import os
-import re
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 
 from pyd.config.errors import ConfigError, Position, Source
+from pyd.config.tree import (  # noqa: F401  (the names others read from the loader)
+    MAX_DEPTH,
+    RAW_TAG,
+    Node,
+    Word,
+    normalize_name,
+    substitute,
+)
 
-MAX_DEPTH = 16  # blocks inside blocks
 MAX_INCLUDE_DEPTH = 16
 MAX_FILES = 1000
 MAX_FILE_SIZE = 16 << 20
 YAML_SUFFIXES = (".yaml", ".yml")
-RAW_TAG = "!raw"  # YAML: a string taken as written, no ${VARS} (as '...' in the language)
-
-
-@dataclass(eq=False)
-class Word:
-    """One value as written: its text after quotes, escapes and ${VARS}, and where it stands."""
-
-    text: str
-    pos: Position
-    quoted: bool = False
-    from_env: bool = False  # the text came (partly) from an environment variable
-
-
-@dataclass(eq=False)
-class Node:
-    """A directive (`children is None`) or a block/section with its children."""
-
-    name: str
-    pos: Position
-    args: list[Word]
-    children: list[Node] | None = None
-    depth: int = field(default=0, repr=False)
-
-    @property
-    def key(self) -> str:
-        """The name as the registry knows it: case-insensitive, `_` the same as `-`."""
-        return normalize_name(self.name)
-
-    @property
-    def is_block(self) -> bool:
-        return self.children is not None
-
-
-def normalize_name(name: str) -> str:
-    return name.lower().replace("_", "-")
-
-
-# -- the language ------------------------------------------------------------------------------
-
-_VAR = re.compile(r"\$\{([^}\n]*)\}")
-_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r", "$": "$", "'": "'"}
-
-
-def substitute(raw: str, start: int, end: int, escapes: bool, env: Mapping[str, str],
-               at: Callable[[int, int], Position]) -> tuple[str, bool]:
-    """Process escapes (double quotes only) and ${VAR} in one pass over raw[start:end].
-
-    Returns the text and whether a variable was used; `at(offset, length)` positions errors.
-    """
-    if "\\" not in raw and "${" not in raw:
-        return raw[start:end], False
-    out: list[str] = []
-    i = start
-    from_env = False
-    while i < end:
-        c = raw[i]
-        if escapes and c == "\\":
-            nxt = raw[i + 1] if i + 1 < end else ""
-            if nxt in _ESCAPES:
-                out.append(_ESCAPES[nxt])
-                i += 2
-                continue
-            if nxt == "x" and re.fullmatch(r"[0-9A-Fa-f]{2}", raw[i + 2:i + 4]):
-                out.append(chr(int(raw[i + 2:i + 4], 16)))
-                i += 4
-                continue
-            shown = "\\x" + raw[i + 2:i + 4] if nxt == "x" else "\\" + nxt
-            raise ConfigError(f"unknown escape sequence {shown} in a string "
-                              r'(known: \" \\ \n \t \r \$ \xHH)', at(i, 2))
-        if c == "$" and raw.startswith("${", i):
-            m = _VAR.match(raw, i)
-            if not m or m.end() > end:
-                raise ConfigError("unterminated ${...}: write ${NAME} or ${NAME:-default}",
-                                  at(i, 2))
-            out.append(_lookup(m.group(1), env, at(i, m.end() - i)))
-            from_env = True
-            i = m.end()
-            continue
-        out.append(c)
-        i += 1
-    return "".join(out), from_env
-
-
-def _lookup(spec: str, env: Mapping[str, str], pos: Position) -> str:
-    name, sep, default = spec.partition(":-")
-    if not _VAR_NAME.fullmatch(name):
-        raise ConfigError(f"invalid variable name {name!r} in ${{{spec}}}: "
-                          "write ${NAME} or ${NAME:-default}", pos)
-    value = env.get(name)
-    if value is None or (sep and value == ""):
-        if sep:
-            return default
-        raise ConfigError(f"environment variable {name} is not set "
-                          f"(give a default with ${{{name}:-value}})", pos)
-    return value
 
 
 # -- YAML --------------------------------------------------------------------------------------
@@ -193,7 +102,8 @@ def _yaml_header(key, source: Source, env: Mapping[str, str]) -> tuple[str, Posi
     start = _yaml_pos(key, source)
     # A plain key starts where its text does; a quoted one a character later.
     offset = start.column + (0 if key.style is None else 1)
-    from pyd.config.language import lex
+
+    from pyd.config.language import lex  # lark: see parse_source
 
     tokens = lex(key.value)
     tokens = tokens[:1] + [t for t in tokens[1:] if t.type != "_COMMA"]  # as in `listen a, b;`
@@ -274,6 +184,9 @@ def _line_col(data: bytes, offset: int) -> tuple[int, int]:
 def parse_source(source: Source, env: Mapping[str, str] | None = None) -> list[Node]:
     if source.name.endswith(YAML_SUFFIXES):
         return parse_yaml(source, env)
+
+    # Imported here, not above: lark and its tables (some 5 MB) stay out of the master, which
+    # parses in a child (config.load_apart). Not a cycle: language needs only tree.py.
     from pyd.config.language import parse_text
 
     return parse_text(source, env)

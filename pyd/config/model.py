@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyd.config.errors import Position
+from pyd.config.printer import print_conf
 from pyd.config.registry import REGISTRY, Block, SectionKind
 
 
@@ -170,8 +171,6 @@ class Config:
         return None
 
     def canonical(self) -> str:
-        from pyd.config.printer import print_conf
-
         return print_conf(self)
 
     def __eq__(self, other: object) -> bool:

@@ -7,12 +7,14 @@ variables substituted and paths absolute; parsing the output gives the same Conf
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyd.config.loader import RAW_TAG
-from pyd.config.model import Config, Section, Settings
 from pyd.config.registry import REGISTRY
+from pyd.config.tree import RAW_TAG
 from pyd.config.values import LIST, Duration
+
+if TYPE_CHECKING:  # the model prints itself through this module; these are only its types
+    from pyd.config.model import Config, Section, Settings
 
 _BARE = re.compile(r"[^\s;{}#\"',$\\][^\s;{}\"',$\\]*")
 _SPLITS = re.compile(r"[,\s]")

@@ -50,3 +50,15 @@ def test_a_broken_contract_is_reported(tmp_path):
     cmd[cmd.index("--config") + 1] = str(config)
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "BROKEN" in r.stdout
+
+
+def test_the_master_imports_no_parser():
+    """The master parses in a child: lark (some 5 MB of tables) never enters its memory, nor
+    that of the workers it forks. A top-level import of the grammar would undo that silently."""
+    code = ("import sys, pyd.config, pyd.master.arbiter, pyd.worker.main\n"
+            "print(sorted(m for m in sys.modules if m == 'lark' or m.startswith('lark.')"
+            " or m == 'pyd.config.language'))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
