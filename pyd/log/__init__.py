@@ -38,7 +38,8 @@ def setup(config, tty: bool = False) -> None:
     _preload(specs)
     if _master is None:
         _master = runtime.MasterLog()
-        os.register_at_fork(after_in_child=_after_fork)
+        os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                            after_in_child=_after_fork)
     _master.apply(specs)
     _role = "master"
 
@@ -52,6 +53,16 @@ def reopen() -> None:
             handler.flush()
 
 
+def _before_fork() -> None:
+    if _role == "master" and _master is not None:
+        _master.before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    if _role == "master" and _master is not None:
+        _master.after_fork_in_parent()
+
+
 def _after_fork() -> None:
     global _role
     if _master is None or _role not in ("master", "worker"):
@@ -59,10 +70,10 @@ def _after_fork() -> None:
     if _role == "master":
         _master.become_worker()
         _role = "worker"
-    elif _master.handler is not None:  # a worker's own child: start with an empty buffer
+    elif _master.handler is not None:  # a worker's own child: its channel, an empty buffer
         from pyd.log.transport import WorkerWriter
 
-        _master.handler.forked(WorkerWriter(_master.write_fd, os.getpid()), os.getpid())
+        _master.handler.forked(WorkerWriter(_master.channel), os.getpid())
 
 
 def _setup_stderr() -> None:

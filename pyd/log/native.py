@@ -1,4 +1,4 @@
-"""Real OS threads, locks and sockets for the master's log writers, even after gevent patched them.
+"""Real OS threads, locks, sockets and descriptors for the log, even after gevent patched them.
 
 Log targets block (a slow disk, a TCP server that stops reading): each gets its own real thread
 so that neither the master's hub nor the other targets wait. gevent's patched primitives would
@@ -16,6 +16,9 @@ get_ident = monkey.get_original("_thread", "get_ident")
 socket = monkey.get_original("socket", "socket")
 getaddrinfo = monkey.get_original("socket", "getaddrinfo")
 sleep = monkey.get_original("time", "sleep")
+close = monkey.get_original("os", "close")  # gevent's defers a socket's close to the loop
+epoll = monkey.get_original("select", "epoll")
+poll = monkey.get_original("select", "poll")
 
 
 class Wakeup:

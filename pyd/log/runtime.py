@@ -1,5 +1,10 @@
-"""The master's logging machinery: the target table, the socket and its dispatcher, the
-housekeeper; and what a freshly forked worker keeps of it (its end of the socket, nothing else).
+"""The master's logging machinery: the target table, the channels and their dispatcher, the
+housekeeper; and what a freshly forked child keeps of it (its end of its own channel, no more).
+
+Every fork of the master makes a channel for the child (fork hooks, in __init__.py): the child
+keeps the sending end, the dispatcher the other; the child closes every other end it inherited
+(the master's, earlier children's) before app code can run. A worker's own children share its
+channel.
 
 Target ids only grow: a config update opens new targets under new ids and keeps the old ones
 writable until the next reopen, so a worker forked before the update never writes to the
@@ -17,7 +22,7 @@ from pyd.log.files import FileSink
 from pyd.log.formats import make_format
 from pyd.log.handler import RouterHandler, mark_preformatted, set_fast_handler
 from pyd.log.health import Health
-from pyd.log.native import Done, sleep, start_new_thread
+from pyd.log.native import Done, close, sleep, start_new_thread
 from pyd.log.plan import LogSetupError, RouteSpec, Target
 from pyd.log.remote import RemoteSink
 from pyd.log.routing import Channels, Route, Router
@@ -36,7 +41,11 @@ class MasterLog:
         self.ids: dict[str, int] = {}  # key -> id of the current target for that key
         self.retired: list[int] = []
         self.next_id = 1
-        self.read_fd, self.write_fd = make_channel()
+        # The master's own channel: only it can say STOP (no child keeps this end).
+        control, self.control_fd = make_channel()
+        self.dispatcher = Dispatcher(control, self.targets, self.health)
+        self.forking: tuple[int, int] | None = None  # the channel of the child being forked
+        self.channel = -1  # in a child: its end of its own channel
         self.dispatched = Done()
         self.handler: RouterHandler | None = None
         self.started = False
@@ -112,8 +121,7 @@ class MasterLog:
         self.housekeeper.start()
         if not self.started:
             self.started = True
-            dispatcher = Dispatcher(self.read_fd, self.targets, self.health)
-            start_new_thread(dispatcher.run, (self.dispatched,))
+            start_new_thread(self.dispatcher.run, (self.dispatched,))
 
     # -- while running --------------------------------------------------------------------------
 
@@ -140,10 +148,10 @@ class MasterLog:
             return  # (a worker closing a handler it inherited must not stop the master's)
         self.stopped = True
         deadline = time.monotonic() + timeout
-        stop = HEADER.pack(0, STOP, os.getpid())
+        stop = HEADER.pack(0, STOP)
         while time.monotonic() < deadline:
             try:
-                os.write(self.write_fd, stop)
+                os.write(self.control_fd, stop)
                 break
             except BlockingIOError:
                 sleep(0.01)
@@ -157,14 +165,35 @@ class MasterLog:
             sink.done.wait(deadline - time.monotonic())
         self.health.report()
 
-    # -- in a new worker ------------------------------------------------------------------------
+    # -- forks ----------------------------------------------------------------------------------
+
+    def before_fork(self) -> None:
+        """In the master, right before a fork: the new child's channel."""
+        try:
+            self.forking = make_channel()
+        except OSError:  # (out of descriptors) the child then logs nothing
+            self.forking = None
+
+    def after_fork_in_parent(self) -> None:
+        """The child's end leaves the master at once, before the next fork could inherit it."""
+        pair, self.forking = self.forking, None
+        if pair is not None:
+            close(pair[1])
+            self.dispatcher.add(pair[0])
 
     def become_worker(self) -> None:
-        """Right after fork, in the child: records go to the master; nothing of the master's
-        targets stays open where app code runs."""
+        """Right after fork, in the child: records go to the master through the child's own
+        channel; nothing else of the log (targets, the master's ends, other children's
+        channels) stays open where app code runs."""
         pid = os.getpid()
+        pair, self.forking = self.forking, None
         for sink in self.targets.values():
             sink.close_in_child()
-        os.close(self.read_fd)
+        self.dispatcher.close_in_child()
+        close(self.control_fd)
+        self.control_fd = -1
+        if pair is not None:
+            close(pair[0])
+            self.channel = pair[1]
         if self.handler is not None:
-            self.handler.forked(WorkerWriter(self.write_fd, pid), pid)
+            self.handler.forked(WorkerWriter(self.channel), pid)

@@ -17,6 +17,7 @@ from pyd.log.health import Health
 from pyd.log.native import Done, Wakeup, allocate_lock, sleep, start_new_thread
 
 QUEUE_LIMIT = 16 << 20  # bytes waiting for one target before it drops
+ITEM_COST = 64  # one queued item beyond its bytes: a flood of tiny messages is bounded too
 IDLE_TICK = 1.0
 
 
@@ -40,13 +41,14 @@ class Sink:
 
     def push(self, data: bytes) -> None:
         with self._lock:
-            if self._queued + len(data) > QUEUE_LIMIT or self._stopping:
+            size = len(data) + ITEM_COST
+            if self._queued + size > QUEUE_LIMIT or self._stopping:
                 lost = data.count(b"\n") if self.kind == LINES else 1
                 self.health.lost(self.label, lost, "queue full: the target is too slow"
                                  if not self._stopping else "logging stopped")
                 return
             self._queue.append(data)
-            self._queued += len(data)
+            self._queued += size
         self._wakeup.set()
 
     def start(self) -> None:

@@ -1,19 +1,32 @@
 """How formatted records reach their targets: directly in the master, by datagrams from workers.
 
-Theory of operation. The master creates a unix datagram socket pair before forking: its
-dispatcher (a real thread) reads one end, every worker holds the other, non-blocking. A worker
-buffers formatted lines per target and, every FLUSH_INTERVAL (or at FLUSH_BYTES, or when it
-exits), sends them as datagrams: a header (target id, flags, pid) and whole lines, up to
-DGRAM_MAX. The kernel delivers a datagram whole or not at all, so what several workers send
-never interleaves and a line is never cut; one send carries hundreds of lines. A unit longer
-than a datagram (a huge line or message) goes in pieces flagged MORE, joined per (pid,
-target). Messages for syslog and GELF travel length-prefixed, many to a datagram. When the
-socket buffer is full the worker keeps its datagrams (up to BACKLOG_LIMIT, then it drops the
-newest and counts them): it never waits.
+Theory of operation. Every process the master forks (a worker, the service) gets a channel of
+its own: a unix SOCK_SEQPACKET socket pair made just before the fork (runtime.py). The child
+keeps its sending end and no other descriptor of the log: not the master's ends, not another
+child's. The master keeps the receiving end; its dispatcher (a real thread) reads them all. The
+channel names the sender, and the kernel names the process on it (SCM_CREDENTIALS, for a
+worker's own children): nothing a datagram says about its sender is believed, and what one
+process sends cannot complete, cut, stop or read another's.
 
-In the master, the dispatcher takes every queued datagram, then pauses: a reader blocked in
-recv() would be woken by every send, and the wake-ups cost more than the sends. Each target
-gets one push per round; the master's own records are pushed directly.
+A worker buffers formatted lines per target and, every FLUSH_INTERVAL (or at FLUSH_BYTES, or
+when it exits), sends them as datagrams: a header (target id, flags) and whole lines, up to
+DGRAM_MAX. The kernel delivers a datagram whole or not at all, so a line is never cut; one send
+carries hundreds of lines. A unit longer than a datagram (a huge line or message) goes in pieces
+flagged MORE, joined per (channel, process, target). Messages for syslog and GELF travel
+length-prefixed, many to a datagram. When the socket buffer is full the worker keeps its
+datagrams (up to BACKLOG_LIMIT, then it drops the newest and counts them): it never waits.
+
+In the master, what a worker sends is hostile input, read as OpenSSH's monitor reads its
+child: the header, the flags, a known target, whole lines, lengths that fit, a number where a
+count is due. A datagram that fails costs that datagram only, counted as lost (health.py: said
+at once, then at most once a minute), never the dispatcher nor another sender. Pieces waiting
+for their end are bounded per channel (UNIT_MAX, PARTIAL_KEYS) and in all (PARTIAL_MAX); a
+round reads at most ROUND_BYTES from one channel, so a flooding worker cannot starve the others.
+A channel whose last sender exited is closed. Only the master's own channel carries STOP.
+
+The dispatcher takes every queued datagram, then pauses: a reader woken by every send would
+cost more than the sends. Each target gets one push per round; the master's own records are
+pushed directly.
 """
 
 from __future__ import annotations
@@ -24,42 +37,64 @@ import socket as _socket
 import struct
 from collections import deque
 
-from pyd.log.native import get_ident, sleep
+from pyd.log.formats import LINES
+from pyd.log.native import close, epoll, get_ident, poll, sleep, socket
 
-HEADER = struct.Struct("<HBI")  # target id, flags, pid
+HEADER = struct.Struct("<HB")  # target id, flags: no word of the sender, whom the kernel names
 LENGTH = struct.Struct("<I")  # before each message in a datagram of messages
 DGRAM_MAX = 128 << 10
 PAYLOAD_MAX = DGRAM_MAX - HEADER.size
-MORE = 1  # the unit goes on in the next datagram of this pid for this target
+MORE = 1  # the unit goes on in the next datagram of this process for this target
 DROPPED = 2  # payload: how many lines or messages a worker could not send (ASCII)
-STOP = 4  # the master is stopping: the dispatcher ends with this datagram
+STOP = 4  # the master is stopping: on the master's own channel only
 MESSAGES = 8  # the payload is length-prefixed messages, not lines
+SENDER_FLAGS = MORE | DROPPED | MESSAGES  # what a sender may say
 FLUSH_INTERVAL = 0.05
 FLUSH_BYTES = 64 << 10
 BACKLOG_LIMIT = 8 << 20
 SOCKET_BUFFER = 4 << 20
 READ_PAUSE = 0.02
+UNIT_MAX = BACKLOG_LIMIT + DGRAM_MAX  # pieces waiting on one channel: no worker sends more
+PARTIAL_MAX = 32 << 20  # pieces waiting on every channel together
+PARTIAL_KEYS = 16  # units in pieces at once on one channel (its processes x targets)
+ROUND_BYTES = SOCKET_BUFFER  # read from one channel in one round
+DATAGRAM_COST = 512  # what a datagram costs beyond its bytes (the kernel charges about as much)
+REFUSED = "log datagrams from workers"  # the label under which refused datagrams are counted
 _SO_SNDBUFFORCE = getattr(_socket, "SO_SNDBUFFORCE", 32)
+_SO_PASSCRED = getattr(_socket, "SO_PASSCRED", 16)
+_SCM_CREDENTIALS = getattr(_socket, "SCM_CREDENTIALS", 2)
+_CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+# Room for the credentials and nothing more: descriptors a sender attaches find none and are
+# discarded by the kernel, never installed in the master.
+_ANCILLARY = _socket.CMSG_SPACE(_CREDENTIALS.size)
+_RECEIVE = DGRAM_MAX + 1  # one byte more than any datagram of ours: longer ones show as cut
 
 
 def make_channel() -> tuple[int, int]:
-    """The master's end (blocking, for the dispatcher) and the workers' end (non-blocking)."""
+    """A new channel: the master's end (it reads, told each sender's pid by the kernel) and the
+    sender's; both non-blocking and close-on-exec."""
     import _socket as c_socket  # socket.socketpair would build gevent's sockets after patching
 
-    ours, theirs = c_socket.socketpair(_socket.AF_UNIX, _socket.SOCK_DGRAM)
-    for option in (_SO_SNDBUFFORCE, _socket.SO_SNDBUF):  # datagrams in flight are charged to
-        try:                                              # the sender: room for a burst
-            theirs.setsockopt(_socket.SOL_SOCKET, option, SOCKET_BUFFER)
-            break
-        except OSError:
-            continue
+    ours, theirs = c_socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    try:
+        for option in (_SO_SNDBUFFORCE, _socket.SO_SNDBUF):  # datagrams in flight are charged
+            try:                                              # to the sender: room for a burst
+                theirs.setsockopt(_socket.SOL_SOCKET, option, SOCKET_BUFFER)
+                break
+            except OSError:
+                continue
+        ours.setsockopt(_socket.SOL_SOCKET, _SO_PASSCRED, 1)
+    except BaseException:
+        ours.close()
+        theirs.close()
+        raise
     read_fd, write_fd = ours.detach(), theirs.detach()
-    os.set_blocking(read_fd, True)
+    os.set_blocking(read_fd, False)
     os.set_blocking(write_fd, False)
     return read_fd, write_fd
 
 
-def datagrams(sink: int, data: bytes, pid: int, flags: int = 0) -> list[bytes]:
+def datagrams(sink: int, data: bytes, flags: int = 0) -> list[bytes]:
     """One unit in datagrams: cut after a line (or a message) where it can, else flagged MORE."""
     out = []
     pos, end = 0, len(data)
@@ -73,7 +108,7 @@ def datagrams(sink: int, data: bytes, pid: int, flags: int = 0) -> list[bytes]:
             stop = cut + 1
         else:
             more = MORE
-        out.append(pack(sink, flags | more, pid) + data[pos:stop])
+        out.append(pack(sink, flags | more) + data[pos:stop])
         pos = stop
     return out
 
@@ -94,12 +129,23 @@ def pack_messages(messages: list[bytes]) -> list[bytes]:
 
 
 def unpack_messages(payload: bytes) -> list[bytes]:
-    out, pos = [], 0
-    while pos + LENGTH.size <= len(payload):
-        (n,) = LENGTH.unpack_from(payload, pos)
-        out.append(payload[pos + LENGTH.size:pos + LENGTH.size + n])
-        pos += LENGTH.size + n
+    """The messages of a unit; Malformed unless every length fits."""
+    out, pos, end = [], 0, len(payload)
+    unpack = LENGTH.unpack_from
+    while pos < end:
+        if pos + LENGTH.size > end:
+            raise Malformed("a message length cut short")
+        (n,) = unpack(payload, pos)
+        pos += LENGTH.size
+        if pos + n > end:
+            raise Malformed("a message length that does not fit")
+        out.append(payload[pos:pos + n])
+        pos += n
     return out
+
+
+class Malformed(ValueError):
+    """A datagram the dispatcher refuses: it costs that datagram, and is counted."""
 
 
 class WorkerWriter:
@@ -109,10 +155,10 @@ class WorkerWriter:
     lock; a line logged from another real thread is handed over through the hub's loop.
     """
 
-    def __init__(self, fd: int, pid: int):
+    def __init__(self, fd: int):
         from gevent import get_hub
 
-        self.fd, self.pid = fd, pid
+        self.fd = fd  # this process's end of its own channel (-1: none, everything is dropped)
         self.lines: dict[int, list[str]] = {}
         self.messages: dict[int, list[bytes]] = {}
         self.buffered = 0
@@ -194,17 +240,16 @@ class WorkerWriter:
         lines, self.lines = self.lines, {}
         messages, self.messages = self.messages, {}
         self.buffered = 0
-        pid = self.pid
         units = []  # (datagrams, lines or messages in them, target)
         for sink, chunk in lines.items():
             data = "".join(chunk).encode("utf-8", "backslashreplace")
-            units.append((datagrams(sink, data, pid), len(chunk), sink))
+            units.append((datagrams(sink, data), len(chunk), sink))
         for sink, chunk in messages.items():
             for unit in pack_messages(chunk):
-                units.append((datagrams(sink, unit, pid, MESSAGES), len(chunk), sink))
+                units.append((datagrams(sink, unit, MESSAGES), len(chunk), sink))
         for sink, count in list(self.dropped.items()):
             if self.backlog_bytes < BACKLOG_LIMIT:
-                units.append(([HEADER.pack(sink, DROPPED, pid) + str(count).encode()], 0, sink))
+                units.append(([HEADER.pack(sink, DROPPED) + str(count).encode()], 0, sink))
                 del self.dropped[sink]
         for unit, count, sink in units:
             size = sum(map(len, unit))
@@ -228,7 +273,8 @@ class WorkerWriter:
             except InterruptedError:
                 continue
             except OSError as e:  # the master is gone: nobody is left to write
-                if e.errno in (errno.ECONNREFUSED, errno.EPIPE, errno.EBADF, errno.ENOTCONN):
+                if e.errno in (errno.ECONNREFUSED, errno.ECONNRESET, errno.EPIPE, errno.EBADF,
+                               errno.ENOTCONN):
                     self.broken = True
                 backlog.clear()
                 self.backlog_bytes = 0
@@ -247,74 +293,271 @@ class WorkerWriter:
             self._send()
 
 
+class Channel:
+    """One sender's channel as the master holds it: the socket, the units arriving in pieces."""
+
+    __slots__ = ("sock", "fd", "pieces", "waiting")
+
+    def __init__(self, fd: int):
+        self.sock = socket(fileno=fd)
+        self.fd = fd
+        # (pid, target) -> pieces so far; None: a unit over the limit, skipped to its end
+        self.pieces: dict[tuple[int, int], list[bytes] | None] = {}
+        self.waiting = 0  # bytes in pieces
+
+
 class Dispatcher:
-    """The master's reader: datagrams to targets. Runs in a real thread."""
+    """The master's reader: every channel's datagrams to targets. Runs in a real thread.
+
+    `fd` is the master's own channel (the stop); add() gives it a sender's channel.
+    """
 
     def __init__(self, fd: int, targets: dict, health):
-        from pyd.log.native import socket
-
-        # A copy of the descriptor: in a forked worker this object dies with the thread that
-        # ran it and closes its copy, while runtime.py closes the master's own.
-        self.sock = socket(fileno=os.dup(fd))
+        self.control = socket(fileno=fd)
+        self.control_fd = fd
+        self.poller = epoll()
+        self.poller.register(fd, _EPOLLIN)
+        self.channels: dict[int, Channel] = {}  # the dispatcher's thread only
+        self.joining: deque[Channel] = deque()  # added, not yet taken by the dispatcher
         self.targets = targets  # id -> Sink, shared with the master's table (only grows)
         self.health = health
-        self.partial: dict[tuple[int, int], bytes] = {}
+        self.waiting = 0  # bytes in pieces on every channel
         self.batches: dict[int, list[bytes]] = {}
+        self.stopped = False
+
+    # -- any thread ---------------------------------------------------------------------------
+
+    def add(self, fd: int) -> Channel:
+        """A new sender's channel (the master's thread, right after a fork): ours to close."""
+        channel = Channel(fd)
+        self.joining.append(channel)  # before the poller can report it
+        try:
+            self.poller.register(fd, _EPOLLIN)
+        except (OSError, ValueError):  # stopped: the channel stays unread
+            pass
+        return channel
+
+    def close_in_child(self) -> None:
+        """In a freshly forked child: none of the master's ends stays open where app code runs."""
+        self.stopped = True
+        for channel in [*self.channels.values(), *self.joining]:
+            channel.sock.close()
+        self.control.close()
+        self.poller.close()
+
+    # -- the dispatcher's thread --------------------------------------------------------------
 
     def run(self, done) -> None:
-        recv, size = self.sock.recv, DGRAM_MAX + 64
         try:
-            while True:
-                stop = False
+            while not self.stopped:
                 try:
-                    stop = self.dispatch(recv(size))
-                    while not stop:  # everything queued, then one push per target
-                        stop = self.dispatch(recv(size, _socket.MSG_DONTWAIT))
-                except BlockingIOError:
-                    pass
+                    events = self.poller.poll()
                 except InterruptedError:
                     continue
-                except OSError:
+                except (OSError, ValueError):
                     return
-                finally:
-                    self.deliver()
-                if stop:
-                    return
-                sleep(READ_PAUSE)
+                try:
+                    self.round(events)
+                except Exception as e:  # a bug costs one round, never the thread
+                    self.health.lost(REFUSED, 0, e)
+                if not self.stopped:
+                    sleep(READ_PAUSE)
         finally:
             done.set()
 
-    def dispatch(self, datagram: bytes) -> bool:
-        """Take one datagram; True if it says the master stops."""
+    def round(self, events) -> None:
+        """Everything queued on the ready channels (ROUND_BYTES at most from each), then one
+        push per target; at the stop, what every channel still holds."""
+        try:
+            for fd, mask in events:
+                if fd == self.control_fd:
+                    self.read_control()
+                    continue
+                channel = self.channels.get(fd) or self._joined(fd)
+                if channel is not None:
+                    self.read(channel, mask)
+            if self.stopped:
+                self._joined(-1)
+                for channel in list(self.channels.values()):
+                    self.read(channel, 0)
+        finally:
+            self.deliver()
+
+    def _joined(self, fd: int) -> Channel | None:
+        joining = self.joining
+        while joining:
+            channel = joining.popleft()
+            self.channels[channel.fd] = channel
+        return self.channels.get(fd)
+
+    def read_control(self) -> None:
+        while True:
+            try:
+                data = self.control.recv(64, _socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            except OSError:
+                self.stopped = True
+                return
+            if len(data) >= HEADER.size and HEADER.unpack_from(data)[1] & STOP:
+                self.stopped = True
+
+    def read(self, channel: Channel, mask: int = 0) -> None:
+        """Take what one channel holds, up to ROUND_BYTES; close it when its senders are gone."""
+        receive = channel.sock.recvmsg
+        budget = ROUND_BYTES
+        while budget > 0:
+            try:
+                data, ancillary, flags, _ = receive(_RECEIVE, _ANCILLARY, _socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            except OSError:
+                self.close(channel)
+                return
+            pid = _sender(ancillary) if ancillary else 0
+            if not data:  # the end, or an empty datagram
+                if mask & _EPOLLHUP or _hung_up(channel.fd):
+                    self.close(channel)
+                    return
+                self.refuse(pid, "an empty datagram")
+                continue
+            budget -= len(data) + DATAGRAM_COST
+            try:
+                if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC):
+                    raise Malformed("a datagram too long, or with descriptors")
+                self.dispatch(data, channel, pid)
+            except Exception as e:  # Malformed, or a bug: it costs this datagram
+                self.refuse(pid, str(e) if isinstance(e, Malformed) else repr(e),
+                            data.count(b"\n"))
+
+    def dispatch(self, datagram: bytes, channel: Channel, pid: int = 0) -> None:
+        """Take one datagram of `pid` (as the kernel says) on `channel`; Malformed if it is."""
         if len(datagram) < HEADER.size:
-            return False
-        sink, flags, pid = HEADER.unpack_from(datagram)
-        payload = datagram[HEADER.size:]
-        if flags & STOP:
-            return True
-        key = (pid, sink)
-        if key in self.partial:
-            payload = self.partial.pop(key) + payload
-        if flags & MORE:
-            self.partial[key] = payload
-            return False
+            raise Malformed("a datagram shorter than its header")
+        if len(datagram) > DGRAM_MAX:
+            raise Malformed("a datagram too long")
+        sink, flags = HEADER.unpack_from(datagram)
+        if flags & ~SENDER_FLAGS or (flags & DROPPED and flags != DROPPED):
+            raise Malformed(f"flags {flags:#x}")
         target = self.targets.get(sink)
-        if flags & DROPPED:
-            self.health.lost(target.label if target else "a log target", int(payload or b"0"),
-                             f"worker {pid} could not keep up")
-        elif target is None:
-            pass
+        if target is None:
+            raise Malformed(f"no target {sink}")
+        payload = datagram[HEADER.size:]
+        if flags == DROPPED:
+            if not payload.isdigit() or len(payload) > 9:
+                raise Malformed("a count of dropped lines that is not one")
+            self.health.lost(target.label, int(payload), f"worker {pid} could not keep up")
+            return
+        key = (pid, sink)
+        if flags & MORE or key in channel.pieces:
+            payload = self._join(channel, key, payload, flags)
+            if payload is None:
+                return
+        if target.kind == LINES:
+            if flags & MESSAGES:
+                raise Malformed("messages for a target of lines")
+            if not payload.endswith(b"\n"):  # it would run into another sender's first line
+                raise Malformed("a line without its end")
+            self.batches.setdefault(sink, []).append(payload)
         elif flags & MESSAGES:
-            for message in unpack_messages(payload):
-                target.push(message)
+            push = target.push
+            for message in unpack_messages(payload):  # all checked before any is pushed
+                push(message)
         else:
             self.batches.setdefault(sink, []).append(payload)
-        return False
+
+    def _join(self, channel: Channel, key: tuple[int, int], payload: bytes,
+              flags: int) -> bytes | None:
+        """The unit whole once its last piece came; None meanwhile (or while one over the
+        limit is skipped to its end)."""
+        pieces = channel.pieces.get(key, _NEW)
+        if pieces is None:
+            if not flags & MORE:
+                del channel.pieces[key]
+            return None
+        size = len(payload)
+        if pieces is _NEW:
+            if len(channel.pieces) >= PARTIAL_KEYS:
+                raise Malformed("too many units in pieces")
+            pieces = channel.pieces[key] = []
+        if channel.waiting + size > UNIT_MAX or self.waiting + size > PARTIAL_MAX:
+            self._forget(channel, key)
+            if flags & MORE:
+                channel.pieces[key] = None
+            raise Malformed("a unit in pieces over the limit")
+        pieces.append(payload)
+        channel.waiting += size
+        self.waiting += size
+        if flags & MORE:
+            return None
+        self._forget(channel, key)
+        return b"".join(pieces)
+
+    def _forget(self, channel: Channel, key: tuple[int, int]) -> None:
+        pieces = channel.pieces.pop(key, None)
+        if pieces:
+            size = sum(map(len, pieces))
+            channel.waiting -= size
+            self.waiting -= size
+
+    def refuse(self, pid: int, why: str, lines: int = 0) -> None:
+        """One datagram refused: counted, and said at once, then at most once a minute."""
+        self.health.lost(REFUSED, max(lines, 1), f"{why}, from pid {pid}")
+
+    def close(self, channel: Channel) -> None:
+        """Its last sender exited: the channel goes, with whatever it left in pieces."""
+        try:
+            self.poller.unregister(channel.fd)
+        except (OSError, ValueError):
+            pass
+        channel.sock.close()  # before it leaves the table: a fork meanwhile closes it too
+        for key in list(channel.pieces):
+            self._forget(channel, key)
+        if self.channels.get(channel.fd) is channel:
+            del self.channels[channel.fd]
 
     def deliver(self) -> None:
         batches, self.batches = self.batches, {}
         for sink, chunks in batches.items():
-            self.targets[sink].push(b"".join(chunks))
+            try:
+                self.targets[sink].push(b"".join(chunks))
+            except Exception as e:  # a bug costs these lines, never the thread
+                self.health.lost(REFUSED, sum(c.count(b"\n") for c in chunks), e)
+
+
+_NEW: list = []
+_EPOLLIN, _EPOLLHUP = 0x001, 0x010
+
+
+def _sender(ancillary) -> int:
+    """The sender's pid from the kernel's credentials; descriptors sent along are closed."""
+    pid = 0
+    for level, kind, data in ancillary:
+        if level != _socket.SOL_SOCKET:
+            continue
+        if kind == _SCM_CREDENTIALS and len(data) >= _CREDENTIALS.size:
+            pid = _CREDENTIALS.unpack_from(data)[0]
+        elif kind == _socket.SCM_RIGHTS:
+            for fd in struct.unpack(f"{len(data) // 4}i", data[:len(data) // 4 * 4]):
+                try:
+                    close(fd)
+                except OSError:
+                    pass
+    return pid
+
+
+def _hung_up(fd: int) -> bool:
+    """Whether every sender on this channel is gone (an empty read is then the end)."""
+    p = poll()
+    p.register(fd, _POLLIN)
+    return any(mask & _POLLHUP for _, mask in p.poll(0))
+
+
+_POLLIN, _POLLHUP = 0x001, 0x010
 
 
 class DirectWriter:

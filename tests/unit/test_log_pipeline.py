@@ -7,7 +7,6 @@ import gzip
 import io
 import logging
 import os
-import socket
 import time
 
 import pytest
@@ -46,11 +45,11 @@ class Collect:
 
 def test_datagrams_carry_whole_lines():
     data = b"".join(b"line %05d %s\n" % (i, b"x" * 50) for i in range(5000))
-    out = datagrams(3, data, 77)
+    out = datagrams(3, data)
     assert len(out) > 1 and all(len(d) <= transport.DGRAM_MAX for d in out)
     payloads = []
     for d in out:
-        assert HEADER.unpack_from(d) == (3, 0, 77)
+        assert HEADER.unpack_from(d) == (3, 0)
         payload = d[HEADER.size:]
         assert payload.endswith(b"\n")  # whole lines only
         payloads.append(payload)
@@ -59,7 +58,7 @@ def test_datagrams_carry_whole_lines():
 
 def test_a_line_longer_than_a_datagram_goes_in_pieces():
     long = b"y" * (PAYLOAD_MAX * 2 + 10) + b"\n"
-    assert [HEADER.unpack_from(d)[1] for d in datagrams(1, long, 5)] == [MORE, MORE, 0]
+    assert [HEADER.unpack_from(d)[1] for d in datagrams(1, long)] == [MORE, MORE, 0]
 
 
 def test_messages_are_length_prefixed_many_to_a_datagram():
@@ -72,26 +71,44 @@ def test_messages_are_length_prefixed_many_to_a_datagram():
     assert got == messages
 
 
+def dispatcher(targets, health=None):
+    """A dispatcher (its thread not running) with one sender's channel: (dispatcher, channel,
+    the sender's end, the master's end of its own channel)."""
+    control, stop = make_channel()
+    d = Dispatcher(control, targets, health or Health())
+    r, w = make_channel()
+    return d, d.add(r), w, stop
+
+
 def test_dispatcher_joins_pieces_per_process_and_batches_lines():
+    """The pieces of a unit are joined per process on a channel: those the kernel names."""
     lines, messages = Collect(), Collect("messages")
-    d = Dispatcher(make_channel()[0], {1: lines, 2: messages}, Health())
-    a = datagrams(1, b"A" * (PAYLOAD_MAX + 100) + b"\n", 10)
-    b = datagrams(1, b"b1\nb2\n", 11)
+    d, channel, _, _ = dispatcher({1: lines, 2: messages})
+    a = datagrams(1, b"A" * (PAYLOAD_MAX + 100) + b"\n")
+    b = datagrams(1, b"b1\nb2\n")
     big = b"M" * (PAYLOAD_MAX + 5)
-    m = [x for unit in pack_messages([b"small", big]) for x in datagrams(2, unit, 11, MESSAGES)]
-    for datagram in (a[0], b[0], m[0], a[1], m[1], m[2]):
-        assert d.dispatch(datagram) is False
+    m = [x for unit in pack_messages([b"small", big]) for x in datagrams(2, unit, MESSAGES)]
+    for datagram, pid in ((a[0], 10), (b[0], 11), (m[0], 11), (a[1], 10), (m[1], 11),
+                          (m[2], 11)):
+        assert d.dispatch(datagram, channel, pid) is None
     d.deliver()
     assert lines.got == [b"b1\nb2\n" + b"A" * (PAYLOAD_MAX + 100) + b"\n"]
     assert messages.got == [b"small", big]
 
 
-def test_dispatcher_counts_what_workers_dropped_and_stops():
+def test_dispatcher_counts_what_workers_dropped_and_stops_only_for_the_master():
     health = Health()
-    d = Dispatcher(make_channel()[0], {4: Collect(label="/var/log/x.log")}, health)
-    assert d.dispatch(HEADER.pack(4, DROPPED, 9) + b"17") is False
-    assert d.dispatch(HEADER.pack(0, transport.STOP, 1)) is True
+    d, channel, w, stop = dispatcher({4: Collect(label="/var/log/x.log")}, health)
+    d.dispatch(HEADER.pack(4, DROPPED) + b"17", channel, 9)
     assert health.totals == {"/var/log/x.log": 17}
+    with pytest.raises(transport.Malformed):  # a sender cannot say STOP
+        d.dispatch(HEADER.pack(4, transport.STOP), channel, 9)
+    os.write(w, HEADER.pack(4, transport.STOP))
+    d.round(d.poller.poll(1))
+    assert not d.stopped and health.totals[transport.REFUSED] == 1
+    os.write(stop, HEADER.pack(0, transport.STOP))  # the master's own channel
+    d.round(d.poller.poll(1))
+    assert d.stopped
 
 
 def test_worker_writer_never_blocks_and_counts_what_it_drops(monkeypatch):
@@ -99,7 +116,7 @@ def test_worker_writer_never_blocks_and_counts_what_it_drops(monkeypatch):
     r, w = make_channel()
     sent = 300000  # 28 MB while nobody reads: more than the socket and the backlog hold
     try:
-        writer = WorkerWriter(w, os.getpid())
+        writer = WorkerWriter(w)
         started = time.monotonic()
         for i in range(sent):
             writer.put_line(1, f"line {i:06d} {'z' * 80}\n")
@@ -107,13 +124,10 @@ def test_worker_writer_never_blocks_and_counts_what_it_drops(monkeypatch):
         assert time.monotonic() - started < 10
         assert writer.backlog_bytes <= 256 << 10
         lines, health = Collect(label="t"), Health()
-        d = Dispatcher(r, {1: lines}, health)
+        d = Dispatcher(make_channel()[0], {1: lines}, health)
+        channel = d.add(r)
         for _ in range(100):  # the master reads at last: the backlog and the drop count follow
-            while True:
-                try:
-                    d.dispatch(d.sock.recv(transport.DGRAM_MAX + 64, socket.MSG_DONTWAIT))
-                except BlockingIOError:
-                    break
+            d.read(channel)
             if not writer.backlog and not writer.dropped:
                 break
             writer.flush()
@@ -140,7 +154,7 @@ def test_access_lines_are_built_in_a_batch_at_the_next_flush():
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     try:
-        writer = WorkerWriter(w, os.getpid())
+        writer = WorkerWriter(w)
         handler = RouterHandler(Router([Route(Channels(("*",)), logging.INFO, 1, TextFormat(),
                                               main=True)]), writer, os.getpid())
         root.handlers[:] = [handler]
