@@ -250,6 +250,10 @@ directive("alias", Path(), None, scopes=LOCATION, example="/srv/static",
           help="Serve files from this directory: the path after the location prefix is appended.")
 directive("index", ListOf(String()), ("index.html",), scopes=LOCATION, example="index.html",
           help="Files to serve for a request that names a directory.")
+directive("allow-dotfiles", Boolean(), False, scopes=LOCATION, example="on",
+          help="Serve files and directories whose name starts with `.` (`.git/`, `.env`); "
+               "off: they are answered 404, as if absent (`/.well-known/` is served either "
+               "way).")
 
 
 # -- Pool:HTTPServer (and what FastCGI shares with it) -----------------------------------------

@@ -7,7 +7,7 @@ without the trailing slash) or static files.
 from __future__ import annotations
 
 from collections.abc import Callable
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 
 class BadTarget(Exception):
@@ -30,7 +30,7 @@ class Router:
         self.only = self.routes[0] if len(self.routes) == 1 and self.routes[0].prefix == "/" \
             else None
         # `/api` for a location `/api/`: redirected even when a shorter location matches it
-        self.redirects = {r.prefix[:-1]: r.prefix for r in self.routes
+        self.redirects = {r.prefix[:-1]: redirect_location(r.prefix) for r in self.routes
                           if len(r.prefix) > 1 and r.prefix.endswith("/")}
 
     def match(self, path: str) -> Route | None:
@@ -51,12 +51,30 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
     if target[:1] != b"/":
         if target == b"*":
             return b"*", b""
-        # absolute-form: http://host[:port]/path?query
+        # absolute-form: http://host[:port]/path?query, or http://host?query
         rest = target.split(b"//", 1)[1] if b"//" in target else target
-        slash = rest.find(b"/")
-        target = rest[slash:] if slash >= 0 else b"/"
+        slash, mark = rest.find(b"/"), rest.find(b"?")
+        if 0 <= mark and (slash < 0 or mark < slash):
+            target = b"/" + rest[mark:]
+        else:
+            target = rest[slash:] if slash >= 0 else b"/"
     path, _, query = target.partition(b"?")
     return path, query
+
+
+# What stays as it is in a Location path: RFC 3986 pchar and "/" (letters, digits, "_.-~" always)
+_PATH_SAFE = "/!$&'()*+,;=:@"
+
+
+def redirect_location(path: str, query: str = "") -> str:
+    """A Location for a decoded path (PATH_INFO's latin-1 text): percent-encoded again, and
+    never protocol-relative. `//evil.example.com/` would send a browser to that host (and so
+    would `/\\evil...`, browsers read a backslash as a slash): leading slashes are one, and a
+    backslash is encoded."""
+    location = quote_from_bytes(path.encode("latin-1"), _PATH_SAFE)
+    if location.startswith("//"):
+        location = "/" + location.lstrip("/")
+    return location + ("?" + query if query else "")
 
 
 def decode_path(raw: bytes) -> str:

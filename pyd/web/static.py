@@ -4,6 +4,8 @@ Files go out with sendfile (through wsgi.file_wrapper), with ETag and Last-Modif
 byte ranges (one range: 206; several: multipart/byteranges), If-Range, and precompressed
 `.br`/`.gz` siblings. Nothing outside the root is ever served: dot-segments are resolved
 before routing, encoded slashes and NUL bytes are refused, and symlinks must stay inside.
+Dotfiles (a path segment starting with ".", such as .git/ or .env) are not found unless the
+location says `allow-dotfiles on`; /.well-known/ (RFC 8615) is served either way.
 """
 
 from __future__ import annotations
@@ -15,28 +17,32 @@ import stat
 from email.utils import formatdate, parsedate_to_datetime
 
 from pyd.web.compress import accepts, choose
+from pyd.web.routing import redirect_location
 from pyd.web.wsgi import FileWrapper
 
 MAX_RANGES = 16
-_RANGE = re.compile(r"\s*(\d*)\s*-\s*(\d*)\s*")
+MAX_OFFSET = (1 << 63) - 1  # off_t: a larger Range number is 416, as nginx answers
+_RANGE = re.compile(r"[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*")
 _ENCODED_SEPARATOR = re.compile(r"%(2f|5c|00)", re.IGNORECASE)
 _PRECOMPRESSED = (("br", ".br"), ("gzip", ".gz"))
 
 
 class StaticFiles:
     def __init__(self, directory: str, alias: bool, prefix: str,
-                 index: tuple[str, ...] = ("index.html",)):
+                 index: tuple[str, ...] = ("index.html",), dotfiles: bool = False):
         self.directory = os.path.realpath(directory)
         self.alias = alias
         self.prefix = prefix
         self.index = index
+        self.dotfiles = dotfiles
 
     @classmethod
     def from_location(cls, loc) -> StaticFiles:
         s = loc.settings
+        dotfiles = s["allow-dotfiles"]
         if s["alias"] is not None:
-            return cls(s["alias"], True, loc.arg, tuple(s["index"]))
-        return cls(s["root"], False, loc.arg, tuple(s["index"]))
+            return cls(s["alias"], True, loc.arg, tuple(s["index"]), dotfiles)
+        return cls(s["root"], False, loc.arg, tuple(s["index"]), dotfiles)
 
     def __call__(self, environ: dict, start_response):
         method = environ["REQUEST_METHOD"]
@@ -48,6 +54,8 @@ class StaticFiles:
             environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
         if "\0" in path or _ENCODED_SEPARATOR.search(raw.partition("?")[0]):
             return _plain(start_response, "400 Bad Request", b"Bad Request\n")
+        if not self.dotfiles and "." in path and self._dotfile(path):
+            return _not_found(start_response)  # as if absent: a scan learns nothing
         full = os.path.join(self.directory, path.lstrip("/"))
         try:
             st = os.stat(full)
@@ -59,10 +67,11 @@ class StaticFiles:
             return _not_found(start_response)
         if stat.S_ISDIR(st.st_mode):
             if not path.endswith("/") and path != "":
-                location = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") + "/"
-                query = environ.get("QUERY_STRING")
+                location = redirect_location(
+                    environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") + "/",
+                    environ.get("QUERY_STRING", ""))
                 return _plain(start_response, "301 Moved Permanently", b"Moved Permanently\n",
-                              [("Location", location + ("?" + query if query else ""))])
+                              [("Location", location)])
             for name in self.index:
                 candidate = os.path.join(full, name)
                 try:
@@ -77,6 +86,18 @@ class StaticFiles:
         if not stat.S_ISREG(st.st_mode):
             return _not_found(start_response)
         return self._serve(environ, start_response, full, st, method)
+
+    def _dotfile(self, path: str) -> bool:
+        """A segment below the directory starts with "." (dot-segments were resolved before
+        routing). The location's own prefix is the operator's choice, not checked; a leading
+        /.well-known/ (RFC 8615) is not a dotfile."""
+        rel = "/" + path.lstrip("/")
+        prefix = self.prefix
+        if not self.alias and prefix.endswith("/") and rel.startswith(prefix):
+            rel = rel[len(prefix) - 1:]
+        if rel.startswith("/.well-known/") or rel == "/.well-known":
+            rel = rel[12:]
+        return "/." in rel
 
     def _inside(self, full: str) -> bool:
         real = os.path.realpath(full)
@@ -135,6 +156,16 @@ class StaticFiles:
                 ("Content-Length", str(end - start + 1))])
             return FileWrapper(f, 65536) if method == "GET" else _closing(f)
         return _multipart(start_response, f, ranges, size, ctype, headers, method)
+
+
+def _offset(digits: str) -> int | None:
+    """A Range number, None past what a file offset can be (a 5,000-digit one would make
+    int() refuse, and the answer a 500)."""
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > 19:
+        return None
+    value = int(digits)
+    return value if value <= MAX_OFFSET else None
 
 
 def _plain(start_response, status: str, body: bytes, extra: list | None = None):
@@ -211,15 +242,18 @@ def _ranges(header: str | None, size: int):
         if not m or (not m.group(1) and not m.group(2)):
             return None  # a malformed Range is ignored, as RFC 9110 allows
         first, last = m.group(1), m.group(2)
+        start = _offset(first) if first else 0
+        stop = _offset(last) if last else 0
+        if start is None or stop is None:
+            return "unsatisfiable"
         if first:
-            start = int(first)
-            end = min(int(last), size - 1) if last else size - 1
-            if last and int(last) < start:
+            end = min(stop, size - 1) if last else size - 1
+            if last and stop < start:
                 return None
             if start >= size:
                 continue
         else:
-            length = int(last)
+            length = stop
             if length == 0:
                 continue
             start, end = max(0, size - length), size - 1
