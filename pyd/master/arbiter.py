@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import time
+import traceback
 from collections import Counter, deque
 from dataclasses import dataclass
 
@@ -29,12 +30,13 @@ from pyd.worker.main import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_TIMEOUT, 
 
 log = logging.getLogger("pyd.master")
 
-LIMIT_REASONS = (sb.R_REQUESTS, sb.R_MEMORY, sb.R_IDLE)
+LIMIT_REASONS = (sb.R_REQUESTS, sb.R_MEMORY, sb.R_IDLE, sb.R_BAD_REPORT)  # under max-recycling
 BOOT_TIMEOUT = 60.0  # a worker that does not serve within this is killed
 ABORT_GRACE = 3.0  # after SIGABRT (request-timeout), SIGKILL
 FAST_STOP_DEADLINE = 5.0
 HARD_STOP_DEADLINE = 2.0
 MAX_BACKOFF = 60.0
+STEP_ERROR_EVERY = 10.0  # a loop step failing again and again logs its traceback this often
 
 SIGNALS = ("HUP", "QUIT", "INT", "TERM", "USR1", "USR2", "TTIN", "TTOU")
 
@@ -48,12 +50,18 @@ class WorkerInfo:
     number: int
     generation: int
     spawned: float
+    spawned_wall: float = 0.0
     phase: str = "booting"  # booting -> serving -> retiring -> draining
     reason: int = sb.R_NONE  # why it retires or drains
     deadline: float = 0.0  # draining: SIGKILL after this
     aborted: bool = False
     successor: WorkerInfo | None = None
     predecessor: WorkerInfo | None = None
+    # The heartbeat as the master last saw it, and when (its own clock) it last changed: a
+    # worker cannot make the master think another's hub is stuck, nor can a clock step.
+    beat: float = 0.0
+    beat_seen: float = 0.0
+    lied: bool = False  # it wrote something no worker may write; it is being replaced
 
 
 @dataclass
@@ -100,6 +108,7 @@ class Master:
         self.busy_since: float | None = None
         self.idle_since: float | None = None
         self.workers_told = False  # stopping: the workers were signalled (after the service)
+        self.step_errors: dict[str, tuple[str, float, int]] = {}  # step -> (error, logged, n)
         self.service = ServiceHandle(self)  # jobs, supervised programs, autoreload
 
     # -- boot -----------------------------------------------------------------------------------
@@ -185,24 +194,42 @@ class Master:
             while self.signals:
                 name = self.signals.popleft()
                 log.info("master got SIG%s", name)
-                getattr(self, "handle_" + name.lower())()
-            self.reap()
+                self.step("handle_" + name.lower())
+            self.step("reap")
             if self.pidfile_pending:
-                self.take_pidfile()
+                self.step("take_pidfile")
             if self.stopping:
                 if self.service.running:  # it stops first; the workers wait for it
-                    self.service.enforce_deadline()
+                    self.step("service.enforce_deadline", self.service.enforce_deadline)
                     continue
                 if not self.workers_told:
-                    self.stop_workers(first=True)
+                    self.step("stop_workers", self.stop_workers, True)
                 if not self.workers:
                     return
-                self.enforce_stop_deadline()
+                self.step("enforce_stop_deadline")
                 continue
-            self.murder()
-            self.manage()
-            self.scale()
-            self.service.manage()
+            self.step("murder")
+            self.step("manage")
+            self.step("scale")
+            self.step("service.manage", self.service.manage)
+
+    def step(self, name: str, fn=None, *args) -> None:
+        """One step of the loop: an error in it is logged with its traceback and costs this
+        turn of that step, never the master. The same error again is logged at most every
+        STEP_ERROR_EVERY seconds, with how often it happened."""
+        try:
+            (fn or getattr(self, name))(*args)
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+            now = time.monotonic()
+            last, logged, count = self.step_errors.get(name, ("", 0.0, 0))
+            if error == last and now - logged < STEP_ERROR_EVERY:
+                self.step_errors[name] = (last, logged, count + 1)
+                return
+            again = f" ({count} more times since)" if error == last and count else ""
+            log.error("master: %s failed%s; it is tried again on the next turn\n%s", name,
+                      again, traceback.format_exc().rstrip())
+            self.step_errors[name] = (error, now, 0)
 
     # -- signals: what each means to an operator ------------------------------------------------
 
@@ -249,13 +276,15 @@ class Master:
             return
         pid = gevent.os.fork_and_watch(callback=self._child_exited)
         if pid == 0:
-            self.after_fork()
+            self.after_fork(keep_slot=slot)
             Worker(self.config, number, slot, self.scoreboard, self.listeners, apps=self.apps,
                    pools=self.pools, master_pid=self.pid,
                    report_fd=self.service.report_fd).run()
             os._exit(EXIT_BOOT_ERROR)  # pragma: no cover - run() never returns
         self.scoreboard.set_pid(slot, pid)
-        w = WorkerInfo(pid, slot, number, self.generation, time.monotonic())
+        now = time.monotonic()
+        w = WorkerInfo(pid, slot, number, self.generation, now, time.time(), beat_seen=now)
+        w.beat = self.scoreboard.read(slot).heartbeat
         if predecessor is not None:
             predecessor.successor, w.predecessor = w, predecessor
         self.workers[pid] = w
@@ -266,8 +295,11 @@ class Master:
         self.exited.append((watcher.pid, watcher.rstatus))
         self.wakeup.set()
 
-    def after_fork(self) -> None:
-        """In the new worker: let go of everything that is the master's."""
+    def after_fork(self, keep_slot: int | None = None) -> None:
+        """In the new child (a worker, the service): let go of everything that is the master's,
+        and of every scoreboard slot but the worker's own."""
+        if self.scoreboard is not None:
+            self.scoreboard.keep_only(keep_slot)
         for watcher in self._signal_watchers:
             watcher.cancel()
         if self.control is not None:
@@ -304,13 +336,24 @@ class Master:
                 if self.service.owns(pid):
                     self.service.exited(status)
                 continue  # not a worker (the new master of an upgrade)
-            reason = self._exit_reason(w, status)
-            self.exits[sb.REASONS[reason]] += 1
-            self.scoreboard.release(w.slot, reason)
-            if w.successor is not None:
-                w.successor.predecessor = None
-            if w.predecessor is not None:
-                w.predecessor.successor = None
+            reason = sb.R_CRASHED
+            try:
+                reason = self._exit_reason(w, status)
+            finally:  # whatever happened, the worker is gone: its slot and links go with it
+                if not 0 <= reason < len(sb.REASONS):
+                    reason = sb.R_BAD_REPORT
+                self.exits[sb.REASONS[reason]] += 1
+                self.scoreboard.release(w.slot, reason)
+                self.unlink(w)
+
+    def unlink(self, w: WorkerInfo) -> None:
+        """w no longer replaces, nor is replaced by, anyone."""
+        if w.successor is not None:
+            w.successor.predecessor = None
+            w.successor = None
+        if w.predecessor is not None:
+            w.predecessor.successor = None
+            w.predecessor = None
 
     def _exit_reason(self, w: WorkerInfo, status: int) -> int:
         code = os.waitstatus_to_exitcode(status)
@@ -339,9 +382,17 @@ class Master:
         return sb.R_CRASHED
 
     def sync_phases(self) -> None:
-        """Read what workers wrote in the scoreboard."""
-        for w in self.workers.values():
-            state = self.scoreboard.state(w.slot)
+        """Read what workers wrote in the scoreboard: a state no worker may write (in the phase
+        the master knows it in) gets that worker replaced, as a retiring one is."""
+        for w in list(self.workers.values()):
+            state = self.scoreboard.valid_state(w.slot)
+            if state == sb.STARTING and w.phase != "booting":
+                state = None  # only the master writes STARTING, before the worker runs
+            if state is None and w.phase != "draining" and not w.lied:
+                self.distrust(w)
+                continue
+            if w.lied:
+                continue
             if w.phase == "booting" and state in (sb.IDLE, sb.BUSY, sb.RETIRING):
                 w.phase = "serving"
                 self.backoff.pop(w.number, None)
@@ -349,9 +400,21 @@ class Master:
                     old = w.predecessor
                     self.drain_worker(old, old.reason)
             if w.phase == "serving" and state == sb.RETIRING:
-                w.phase, w.reason = "retiring", self.scoreboard.read(w.slot).reason
+                w.phase, w.reason = "retiring", self.scoreboard.read(w.slot).retire_reason
             elif w.phase == "serving" and w.generation < self.generation:
                 w.phase, w.reason = "retiring", self.generation_reason
+
+    def distrust(self, w: WorkerInfo) -> None:
+        """w wrote garbage into its slot: replace it (a successor first when it served)."""
+        raw = self.scoreboard.state(w.slot)
+        w.lied = True
+        log.error("worker %d (pid %d) wrote an invalid state (%d) into its scoreboard slot; "
+                  "replacing it", w.number, w.pid, raw)
+        if w.phase == "booting":
+            self.unlink(w)
+            self.drain_worker(w, sb.R_BAD_REPORT)
+        elif w.phase == "serving" or (w.phase == "retiring" and w.successor is None):
+            w.phase, w.reason = "retiring", sb.R_BAD_REPORT
 
     def manage(self) -> None:
         """Keep `target` workers serving; give every retiring worker a successor first."""
@@ -393,21 +456,28 @@ class Master:
 
     def murder(self) -> None:
         """request-timeout: a request (or a blocked hub) past the limit gets its worker killed,
-        after the worker logged every greenlet's stack."""
+        after the worker logged every greenlet's stack.
+
+        What a worker writes can earn only its own end: the oldest request's start is held
+        within the worker's life, and silence is measured on the master's clock since the
+        heartbeat last changed."""
         limit = self.config.request_timeout
-        if not limit:
-            return
         now, wall = time.monotonic(), time.time()
         for w in list(self.workers.values()):
+            slot = self.scoreboard.read(w.slot)
+            if slot.heartbeat != w.beat:
+                w.beat, w.beat_seen = slot.heartbeat, now
+            if not limit:
+                continue
             if w.aborted:
                 if now > w.deadline:
                     self.kill_worker(w, signal.SIGKILL)
                 continue
             if w.phase not in ("serving", "retiring", "draining"):
                 continue
-            slot = self.scoreboard.read(w.slot)
-            running = wall - slot.oldest_request if slot.oldest_request else 0.0
-            silent = wall - slot.heartbeat
+            oldest = min(max(slot.oldest_request, w.spawned_wall), wall)
+            running = wall - oldest if slot.oldest_request else 0.0
+            silent = now - w.beat_seen
             # A heartbeat that stopped means the hub itself is blocked (a CPU-bound request):
             # an idle worker's hub always ticks.
             if running > limit or silent > limit + 1.0:
@@ -475,10 +545,14 @@ class Master:
             log.error("update: the configuration has errors; still serving the old one:\n%s",
                       e.format())
             return False, e.format()
+        except Exception as e:
+            log.exception("update: cannot read the configuration; still serving the old one")
+            return False, f"cannot read the configuration: {type(e).__name__}: {e}"
         try:
             warnings = apply_config(self, new)
         except ApplyError as e:
-            log.error("update: %s; still serving the old configuration", e)
+            log.error("update: the new configuration cannot be applied; still serving the old "
+                      "one:\n%s", e)
             return False, str(e)
         self.service.configure(new)
         self.generation += 1

@@ -9,7 +9,7 @@ import time
 
 import gevent
 
-from pyd import __version__
+from pyd.version import __version__
 
 
 def cmd_status(m, args, progress) -> dict:
@@ -21,19 +21,27 @@ def cmd_status(m, args, progress) -> dict:
 
 def cmd_fullstatus(m, args, progress) -> dict:
     data = cmd_status(m, args, progress)["data"]
-    phases = {w.slot: w.phase for w in m.workers.values()}
+    # Who a worker is and how long it has lived is the master's own knowledge; what it says
+    # of itself (state, counters) is shown as it wrote it, numbers bounded.
     slots = []
-    for s in m.scoreboard.live():
-        slots.append({"slot": s.index, "number": s.number, "pid": s.pid, "state": s.state_name,
-                      "phase": phases.get(s.index, "?"), "reason": s.reason_name,
-                      "requests": s.requests, "rss": s.rss, "connections": s.connections,
-                      "active": s.active, "uptime": time.time() - s.started})
+    now = time.monotonic()
+    for w in sorted(m.workers.values(), key=lambda w: w.slot):
+        s = m.scoreboard.read(w.slot)
+        slots.append({"slot": w.slot, "number": w.number, "pid": w.pid, "state": s.state_name,
+                      "phase": w.phase, "reason": s.reason_name,
+                      "requests": _count(s.requests), "rss": _count(s.rss),
+                      "connections": _count(s.connections), "active": _count(s.active),
+                      "uptime": now - w.spawned})
     data.update(slots=slots, exits=dict(m.exits), generation=m.generation,
                 listeners=sorted(m.listeners))
     extra = getattr(m, "fullstatus_extra", None)
     if extra:
         data.update(extra())
     return {"ok": True, "data": data}
+
+
+def _count(n: int) -> int:
+    return min(n, 2 ** 53)  # exact in any JSON reader
 
 
 def cmd_reload(m, args, progress) -> dict:
