@@ -76,6 +76,20 @@ class Pool:
     def on_shutdown(self, graceful: bool) -> bool:
         return True
 
+    # -- requests, for pools that count their own (connection_is_request False) ----------------
+
+    def request_started(self, what: Any) -> Any:
+        """A request began: a token for the worker's table of requests in flight (what a
+        request-timeout names), None outside a worker."""
+        worker = self.worker
+        return worker.request_started(what) if worker is not None else None
+
+    def request_finished(self, token: Any, record: Any = None) -> None:
+        """A request ended; `record` (a web.exchange.RequestRecord: status, bytes in and out,
+        duration, client...) says how, for whatever counts requests."""
+        if token is not None:
+            self.worker.request_finished(token)
+
     def start(self) -> None:
         self.accepting = True
         for listener in self.listeners:

@@ -1,8 +1,10 @@
-"""Pool:FastCGI: WSGI apps behind nginx (`fastcgi_pass`), on the sans-IO codec in protocol.py.
+"""Pool:FastCGI: WSGI apps behind nginx (`fastcgi_pass`), on the sans-IO codec in
+protocols/fastcgi.py.
 
-Per connection, one greenlet reads and feeds the codec; each request runs in a greenlet of its
-own (requests may be multiplexed), writing whole records under the connection's lock. The app
-is chosen by APPNAME (an App: section), else by location prefix on the request's path.
+Per connection, one greenlet reads its Stream and feeds the codec; each request runs in a
+greenlet of its own (requests may be multiplexed) through an Exchange, writing whole records
+under the connection's lock. The app is chosen by APPNAME (an App: section), else by location
+prefix on the request's path.
 """
 
 from __future__ import annotations
@@ -10,25 +12,23 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket as _stdsocket
-import time
 from typing import Any
 
 import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
 
+from pyd.net.stream import Expired, Stream, Sweeper
 from pyd.pools.base import Pool
-from pyd.web import wsgi
-from pyd.web.locations import build_router
-from pyd.protocols.h1 import REASONS
-from pyd.web.routing import Router
 from pyd.protocols import fastcgi as fcgi
+from pyd.protocols.h1 import REASONS
+from pyd.web import wsgi
+from pyd.web.exchange import Exchange, Site
+from pyd.web.locations import build_router
 
 log = logging.getLogger("pyd.fastcgi")
 
-RECV_SIZE = 65536
 SEND_TIMEOUT = 60.0  # the web server took nothing of a response for this long: it is gone
-SWEEP_INTERVAL = 0.5  # how often deadlines are checked
 BODY_BUFFER = 1 << 20  # per connection: past this, stop reading until the apps consume
 
 
@@ -90,27 +90,22 @@ class FastCGIPool(Pool):
         self.keepalive_timeout = s["keepalive-timeout"]
         self.body_timeout = s["client-body-timeout"]
         self.max_body = s["client-max-body-size"] or None
-        self.router: Router | None = None
-        self.apps: dict = {}
-        self._sweeper: gevent.Greenlet | None = None
+        self.site = Site(self.name, max_body=self.max_body, errors=log, error_stream=_ERRORS)
+        self.site.request_started = self.request_started
+        self.site.request_finished = self.request_finished
+        self.sweeper = Sweeper(self._streams)
 
     def load(self, apps: dict) -> None:
-        self.apps = apps
-        self.router = build_router(self.section, apps)
+        self.site.apps = apps
+        self.site.router = build_router(self.section, apps)
 
     def start(self) -> None:
         super().start()
-        self._sweeper = gevent.spawn(self._sweep)
+        self.sweeper.start()
 
-    def _sweep(self) -> None:
-        """Read and send deadlines, twice a second for every connection."""
-        hub = gevent.get_hub()
-        while True:
-            gevent.sleep(SWEEP_INTERVAL)
-            now = time.monotonic()
-            for c in list(self.connections.values()):
-                if type(c) is FastCGIServerConnection:
-                    c.expire(now, hub)
+    def _streams(self) -> list[Stream]:
+        return [c.stream for c in self.connections.values()
+                if type(c) is FastCGIServerConnection]
 
     def handle(self, sock, address: Any) -> None:
         if sock.family in (_stdsocket.AF_INET, _stdsocket.AF_INET6) and not _allowed(
@@ -129,29 +124,23 @@ class FastCGIPool(Pool):
 
     def shutdown(self, graceful: bool) -> bool:
         if graceful:
-            hub = gevent.get_hub()
             for c in list(self.connections.values()):
                 if isinstance(c, FastCGIServerConnection) and not c.closing:
                     c.closing = True
-                    if c.waiting_idle:
-                        hub.cancel_wait(c.sock._read_event, _Close())
+                    if c.stream.reading == "idle":
+                        c.stream.interrupt(_Close())
         done = super().shutdown(graceful)
-        if done and self._sweeper is not None:
-            self._sweeper.kill(block=False)
+        if done:
+            self.sweeper.stop()
         return done
 
     def close_all(self) -> None:
         super().close_all()
-        if self._sweeper is not None:
-            self._sweeper.kill(block=False)
+        self.sweeper.stop()
 
 
 class _Close(Exception):
     """Thrown into a connection waiting between requests during a drain."""
-
-
-class _Expired(Exception):
-    """Thrown into a wait past its deadline by the pool's sweeper."""
 
 
 def _allowed(addr: str, networks: tuple) -> bool:
@@ -167,7 +156,7 @@ def _allowed(addr: str, networks: tuple) -> bool:
 class FastCGIServerConnection:
     def __init__(self, pool: FastCGIPool, sock):
         self.pool = pool
-        self.sock = sock
+        self.stream = Stream(sock, wsgi.ClientGone, SEND_TIMEOUT)
         self.proto = fcgi.FastCGIConnection(max_conns=pool.max_connections,
                                             max_reqs=pool.max_connections, multiplex=True,
                                             max_params_size=256 * 1024,
@@ -179,11 +168,7 @@ class FastCGIServerConnection:
         self.buffered = 0
         self.room = Event()
         self.room.set()
-        self.raw = sock._sock  # the non-blocking socket under gevent's: tried before waiting
         self.closing = False
-        self.waiting_idle = False
-        self.read_deadline = 0.0  # while a read waits: until when (0: not waiting)
-        self.send_deadline = 0.0
         self._seen_request = False
 
     def run(self) -> None:
@@ -205,7 +190,7 @@ class FastCGIServerConnection:
                 return
             try:
                 data = self._recv(idle)
-            except (_Close, _Expired, OSError):
+            except (_Close, Expired, OSError):
                 return
             proto.receive_data(data)
             try:
@@ -223,33 +208,10 @@ class FastCGIServerConnection:
 
     def _recv(self, idle: bool) -> bytes:
         """The next bytes: at once if they are there, else wait until the deadline (which the
-        pool's sweeper enforces: cheaper than a timer for every wait)."""
-        raw = self.raw
-        try:
-            return raw.recv(RECV_SIZE)
-        except BlockingIOError:
-            pass
-        sock = self.sock
-        wait = self.pool.keepalive_timeout if idle else self.pool.body_timeout
-        self.read_deadline = time.monotonic() + wait
-        self.waiting_idle = idle
-        try:
-            while True:
-                sock._wait(sock._read_event)
-                try:
-                    return raw.recv(RECV_SIZE)
-                except BlockingIOError:
-                    continue
-        finally:
-            self.read_deadline = 0.0
-            self.waiting_idle = False
-
-    def expire(self, now: float, hub) -> None:
-        """The sweeper: wake a wait past its deadline with _Expired."""
-        if self.read_deadline and now > self.read_deadline:
-            hub.cancel_wait(self.sock._read_event, _Expired())
-        if self.send_deadline and now > self.send_deadline:
-            hub.cancel_wait(self.sock._write_event, _Expired())
+        pool's sweeper enforces)."""
+        if idle:
+            return self.stream.recv_for("idle", self.pool.keepalive_timeout)
+        return self.stream.recv_for("body", self.pool.body_timeout)
 
     def _dispatch(self, ev) -> bool:
         """Act on one event; False when the codec needs more bytes or the peer left."""
@@ -298,10 +260,7 @@ class FastCGIServerConnection:
     def close_if_done(self) -> None:
         """Without FCGI_KEEP_CONN the web server waits for us to close after END_REQUEST."""
         if not self.proto.keep_conn and not self.proto.requests_in_flight:
-            try:
-                self.sock.shutdown(_stdsocket.SHUT_WR)
-            except OSError:
-                pass
+            self.stream.shutdown_write()
 
     def _forget(self, request_id: int) -> None:
         """The request is over: what it left unread no longer holds the reader back."""
@@ -320,108 +279,34 @@ class FastCGIServerConnection:
         A request killed (ABORT_REQUEST) while it waits for room finishes its records first:
         half a record would garble every other request on the connection."""
         with self.lock:
-            raw, sock = self.raw, self.sock
-            view = memoryview(data)
-            killed = None
-            while view:
-                try:
-                    view = view[raw.send(view):]
-                    continue
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    raise wsgi.ClientGone() from None
-                self.send_deadline = time.monotonic() + SEND_TIMEOUT
-                try:
-                    sock._wait(sock._write_event)
-                except gevent.GreenletExit as e:  # thrown in the wait, before any byte left
-                    killed = e
-                except _Expired:
-                    raise wsgi.ClientGone() from None
-                finally:
-                    self.send_deadline = 0.0
-            if killed is not None:
-                raise killed
+            self.stream.send(data, whole=True)
 
     # -- one request ----------------------------------------------------------------------------
 
     def serve(self, request_id: int, params: dict, body: _Body) -> None:
-        worker = self.pool.worker
-        method = params.get("REQUEST_METHOD", "GET")
-        uri = params.get("REQUEST_URI", "")
-        token = worker.request_started(f"{method} {uri} (FastCGI)") if worker else None
-        t = _Response(self, request_id, method)
+        t = _Response(self, request_id, params.get("REQUEST_METHOD", "GET"))
         status = 0
         self.running.add(request_id)
         try:
-            try:
-                app, environ = self.environ(params, body)
-            except _TooLarge:
-                t.fail(_TooLarge())
-                app = environ = None
-            else:
-                if app is None:
-                    t.respond("404 Not Found", [("Content-Type", "text/plain")],
-                              b"Not Found\n")
-                else:
-                    wsgi.run(app, environ, t, log)
+            Exchange(self.pool.site, t, body.pull).run_cgi(params)
             status = 0 if t.ok else 1
         except wsgi.ClientGone:
             status = 1
         except gevent.GreenletExit:
             status = 1  # ABORT_REQUEST or the connection went away
         finally:
-            if token is not None:
-                worker.request_finished(token)
             try:
                 if t.cut:
-                    self.sock.close()  # a response cut off must not look complete to nginx
+                    self.stream.close()  # a response cut off must not look complete to nginx
                 elif not t.ended:
                     self._end(request_id, status)
             except wsgi.ClientGone:
                 pass
             self._forget(request_id)
 
-    def environ(self, params: dict, body: _Body) -> tuple[Any, dict]:
-        env = params  # the codec decoded them as latin-1 str (text_params): this request's own
-        scheme = "https" if env.get("HTTPS", "").lower() in ("on", "1") or env.get(
-            "REQUEST_SCHEME") == "https" else "http"
-        length = env.get("CONTENT_LENGTH", "")
-        if self.pool.max_body and length.isdigit() and int(length) > self.pool.max_body:
-            raise _TooLarge()
-        env.update({
-            "wsgi.version": (1, 0), "wsgi.url_scheme": scheme,
-            "wsgi.input": wsgi.BodyReader(body.pull), "wsgi.input_terminated": True,
-            "wsgi.errors": _ERRORS,
-            "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
-            "wsgi.file_wrapper": wsgi.FileWrapper,
-        })
-        env.setdefault("SERVER_PROTOCOL", "HTTP/1.1")
-        env.setdefault("QUERY_STRING", "")
-        appname = env.get("APPNAME")
-        if appname:
-            app = self.pool.apps.get(appname)
-            return app, env
-        path_info = env.get("PATH_INFO")
-        if path_info:  # fastcgi_split_path_info: nginx already says where the app is mounted
-            route = self.pool.router.match(env.get("SCRIPT_NAME", "") + path_info)
-            return (route.app if route else None), env
-        path = env.get("DOCUMENT_URI") or env.get("SCRIPT_NAME") or \
-            env.get("REQUEST_URI", "/").partition("?")[0] or "/"
-        route = self.pool.router.match(path)
-        if route is None:
-            return None, env
-        env["SCRIPT_NAME"] = route.script_name
-        env["PATH_INFO"] = path[len(route.script_name):] if route.script_name else path
-        return route.app, env
-
-
-class _TooLarge(Exception):
-    pass
-
 
 class _Response:
-    """The WSGI transport of one FastCGI request: a CGI head and STDOUT records."""
+    """The writer of one FastCGI request's response: a CGI head and STDOUT records."""
 
     __slots__ = ("conn", "rid", "head_only", "headers_sent", "_pending", "ok", "cut",
                  "status", "ended")
@@ -474,23 +359,26 @@ class _Response:
         if out:
             self.conn.send(self.conn.proto.stdout(self.rid, out))
 
-    def sendfile(self, file: Any, offset: int, count: int | None) -> bool:
-        return False  # records must frame every byte: read and write instead
+    def sendfile(self, file: Any, offset: int, count: int) -> int | None:
+        return None  # records must frame every byte: read and write instead
 
-    def finish(self) -> None:
-        data = self.conn.proto.stdout(self.rid, self._pending) if self._pending else b""
+    def finish(self, tail: bytes) -> None:
+        out = self._pending + (b"" if self.head_only else tail)
+        data = self.conn.proto.stdout(self.rid, out) if out else b""
         self._pending = b""
         self._end_with(data)
 
-    def fail(self, exc: BaseException | None) -> None:
+    @property
+    def on_wire(self) -> bool:
+        return self.headers_sent and not self._pending
+
+    def fail(self, code: int) -> None:
         self.ok = False
         sent = self.headers_sent and not self._pending
         self._pending = b""
         if sent:
             self.cut = True
             return
-        code = 413 if isinstance(exc, _TooLarge) else exc.status if isinstance(
-            exc, wsgi.ClientError) else 500
         status = f"{code} {REASONS.get(code, 'Error')}"
         text = status[4:].encode() + b"\n"
         self.respond(status, [("Content-Type", "text/plain"),

@@ -1,4 +1,5 @@
-"""The access log of the HTTP pool: `combined` or `json`, every value escaped.
+"""The access log of the HTTP pool: `combined` or `json`, every value escaped; an observer of
+the pool's exchanges, fed a RequestRecord per response.
 
 (FastCGI requests are in the access log of nginx, which answers the client.)
 
@@ -68,16 +69,16 @@ class AccessLog:
         mark_preformatted((channel,))
         return cls(fmt, pool, logging.getLogger(channel))
 
-    def log(self, conn, req, started: float) -> None:
-        """Log one response; `req` None: a request that could not be read (its request field
-        is `-`, as nginx writes it).
+    def __call__(self, record) -> None:
+        """Log one response (an observer of the pool's exchanges, fed a RequestRecord); a
+        request that could not be read has no method: its request field is `-`, as nginx
+        writes it.
 
-        What the line needs is taken now; the lines are built in a batch when the worker
-        next flushes its log (every 50 ms): code run many times in a row runs warm, at about a
-        third of its cost between two requests, and the request path keeps one append."""
+        The records wait; the lines are built in a batch when the worker next flushes its log
+        (every 50 ms): code run many times in a row runs warm, at about a third of its cost
+        between two requests, and the request path keeps one append."""
         pending = self.pending
-        pending.append((conn.client, conn.status, conn.body_bytes, req,
-                        time.monotonic() - started, time.time()))
+        pending.append(record)
         if len(pending) == 1:
             later = getattr(self.logger, "info_later", None)
             if later is None:  # a plain logger (not pyd's fast path): no batches
@@ -93,14 +94,16 @@ class AccessLog:
         line, logger = self.line, self.logger
         info_many = getattr(logger, "info_many", None)
         if info_many is not None:
-            info_many([(line(*args), args[5]) for args in pending])
+            info_many([(line(record), record.time) for record in pending])
         else:
-            for args in pending:
-                logger.info(line(*args))
+            for record in pending:
+                logger.info(line(record))
 
-    def line(self, client: str, status: str, body_bytes: int, req, duration: float,
-             wall: float) -> str:
-        status = status[:3] if status else "-"
+    def line(self, record) -> str:
+        client, body_bytes, duration, wall = (record.client, record.bytes_out, record.duration,
+                                              record.time)
+        status = record.status[:3] if record.status else "-"
+        req = record if record.method else None
         if self.fmt == "json":
             # Written out rather than json.dumps(dict): the same text at a third of the cost,
             # every string still escaped by json's own (C) encoder.

@@ -143,12 +143,11 @@ def test_worker_writer_never_blocks_and_counts_what_it_drops(monkeypatch):
 def test_access_lines_are_built_in_a_batch_at_the_next_flush():
     """The access log gathers what its lines need; the worker's writer has them built and
     sent with its next flush, in order, each stamped with its request's time."""
-    import types
-
     from pyd.log.formats import TextFormat
     from pyd.log.handler import RouterHandler, mark_preformatted, set_fast_handler
     from pyd.log.routing import Channels, Route, Router
     from pyd.web.accesslog import AccessLog
+    from pyd.web.exchange import RequestRecord
 
     r, w = make_channel()
     root = logging.getLogger()
@@ -162,14 +161,13 @@ def test_access_lines_are_built_in_a_batch_at_the_next_flush():
         mark_preformatted(("pyd.test.access",))
         set_fast_handler(handler)
         access = AccessLog("combined", "HTTPServer", logging.getLogger("pyd.test.access"))
-        conn = types.SimpleNamespace(client="10.0.0.1", status="200 OK", body_bytes=5)
         for i in range(3):
-            req = types.SimpleNamespace(method="GET", target=b"/%d" % i, version="1.1",
-                                        headers=[(b"User-Agent", b"t")])
-            access.log(conn, req, time.monotonic())
+            access(RequestRecord("HTTPServer", "/", "GET", b"/%d" % i, "/%d" % i, "1.1",
+                                 "200 OK", 0, 5, 0.001, "10.0.0.1", time.time(),
+                                 [(b"User-Agent", b"t")]))
         assert len(access.pending) == 3 and not writer.lines  # nothing built yet
         assert writer.armed  # ... but a flush is due
-        stamp = access.pending[0][5]
+        stamp = access.pending[0].time
         writer.flush()
         assert not access.pending and not writer.before
         got = os.read(r, 1 << 16)[transport.HEADER.size:].decode().splitlines()
