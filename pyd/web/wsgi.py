@@ -2,13 +2,16 @@
 
 The protocol side supplies a Transport (start, write, sendfile, finish, fail); this module
 owns start_response with exc_info, the write() callable, wsgi.input/errors/file_wrapper, and
-the promise that the app's iterable is always closed, even when the client goes away.
+the promise that the app's iterable is always closed, even when the client goes away. What an
+app gives start_response is checked here as it goes out, for every pool (check_head): no
+status line or header can smuggle another header into the response, whatever the framing.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Callable, Iterable
@@ -41,6 +44,47 @@ class Transport(Protocol):
     def sendfile(self, file: Any, offset: int, count: int | None) -> bool: ...
     def finish(self) -> None: ...
     def fail(self, exc: BaseException | None) -> None: ...
+
+
+_STATUS = re.compile(r"[2-5][0-9][0-9](?: [^\x00-\x08\x0a-\x1f\x7f]*)?")  # reason: no CTLs
+_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a token (RFC 9110 5.1)
+HEAD_CACHE = 256  # (status, headers) found valid, kept: most apps answer with a few of them
+_GOOD_HEADS: set = set()
+
+
+def check_head(status: Any, headers: Any) -> None:
+    """Refuse (ValueError) a status line or header that is not what PEP 3333 and RFC 9110
+    allow: a status "NNN reason" (200-599, no control characters), header names that are
+    tokens, values without CR, LF or NUL, all latin-1 str."""
+    try:
+        key = (status, tuple(headers))
+        if key in _GOOD_HEADS:
+            return
+    except TypeError:  # unhashable: checked, and refused, below
+        key = None
+    if not isinstance(status, str) or not _STATUS.fullmatch(status):
+        raise ValueError(f"invalid status line {status!r}")
+    for field in headers:
+        if type(field) is not tuple or len(field) != 2:
+            raise ValueError(f"a header must be a (name, value) tuple, not {field!r}")
+        name, value = field
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ValueError(f"invalid header name {name!r}")
+        if not isinstance(value, str) or "\r" in value or "\n" in value or "\0" in value or (
+                not value.isascii() and not _latin1(value)):
+            raise ValueError(f"invalid value for header {name}: {value!r}")
+    if key is not None:
+        if len(_GOOD_HEADS) >= HEAD_CACHE:
+            _GOOD_HEADS.clear()
+        _GOOD_HEADS.add(key)
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class FileWrapper:
@@ -236,11 +280,17 @@ def run(app: Callable, environ: dict, t: Transport, errors: logging.Logger = log
         status_headers[0], status_headers[1] = status, headers
         return write
 
+    def head() -> list:
+        """The status and headers, checked as they go out (the app may have changed the list
+        since it called start_response)."""
+        check_head(status_headers[0], status_headers[1])
+        return status_headers
+
     def write(data: bytes) -> None:
         if status_headers[0] is None:
             raise AssertionError("write() before start_response()")
         if not t.headers_sent:
-            t.start(status_headers[0], status_headers[1], None)
+            t.start(*head(), None)
         if data:
             t.write(data)
 
@@ -255,12 +305,12 @@ def run(app: Callable, environ: dict, t: Transport, errors: logging.Logger = log
             body = result[0] if len(result) == 1 else b"".join(result)
             if type(body) is not bytes:
                 body = _bytes(body)
-            t.respond(status_headers[0], status_headers[1], body)
+            t.respond(*head(), body)
             return
         if type(result) is FileWrapper and not t.headers_sent:
             fd = result.fileno()
             if fd is not None:
-                _send_file(result, fd, status_headers, t)
+                _send_file(result, fd, head(), t)
                 return
         for chunk in result:
             if not chunk:
@@ -268,12 +318,12 @@ def run(app: Callable, environ: dict, t: Transport, errors: logging.Logger = log
             if not t.headers_sent:
                 if status_headers[0] is None:
                     raise AssertionError("the app yielded before calling start_response")
-                t.start(status_headers[0], status_headers[1], None)
+                t.start(*head(), None)
             t.write(_bytes(chunk))
         if not t.headers_sent:
             if status_headers[0] is None:
                 raise AssertionError("the app returned without calling start_response")
-            t.start(status_headers[0], status_headers[1], 0)
+            t.start(*head(), 0)
         t.finish()
     except ClientGone:
         raise
