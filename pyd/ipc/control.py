@@ -2,6 +2,8 @@
 
 A request is one JSON line `{"cmd": ..., "args": {...}}`; the master answers with JSON lines:
 any number of `{"progress": text}`, then `{"ok": bool, "message": text, "data": {...}}`.
+A client is given READ_TIMEOUT to send its line and SEND_TIMEOUT for each answer line to
+leave: one that says nothing or reads nothing holds a connection that long, never a command.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 MAX_REQUEST = 64 * 1024
+READ_TIMEOUT = 5.0  # for the whole request line: the CLI sends it at once
+SEND_TIMEOUT = 10.0  # for each answer line; a client that stops reading misses the rest
 
 
 def socket_path(config) -> str:
@@ -30,9 +34,12 @@ class ControlError(Exception):
 class ControlServer:
     """Accepts CLI connections in the master; `handler(cmd, args, progress)` does the work."""
 
-    def __init__(self, path: str, handler: Callable[[str, dict, Callable[[str], None]], dict]):
+    def __init__(self, path: str, handler: Callable[[str, dict, Callable[[str], None]], dict],
+                 read_timeout: float = READ_TIMEOUT, send_timeout: float = SEND_TIMEOUT):
         self.path = path
         self.handler = handler
+        self.read_timeout = read_timeout
+        self.send_timeout = send_timeout
         self.sock = None
         self.greenlet = None
 
@@ -66,18 +73,31 @@ class ControlServer:
             gevent.spawn(self._serve, conn)
 
     def _serve(self, conn) -> None:
+        import gevent
+
         try:
+            conn.settimeout(self.send_timeout)
             f = conn.makefile("rwb")
-            line = f.readline(MAX_REQUEST)
+            line = None
+            with gevent.Timeout(self.read_timeout, False):  # the whole line, not each read
+                line = f.readline(MAX_REQUEST)
+            if line is None:
+                return  # said nothing in time: closed
             try:
                 request = json.loads(line)
                 cmd, args = request["cmd"], request.get("args", {})
             except (ValueError, KeyError, TypeError):
                 self._send(f, {"ok": False, "message": "bad request"})
                 return
+            gone = []
 
             def progress(text: str) -> None:
-                self._send(f, {"progress": text})
+                # The command goes on whether or not its client still listens.
+                if not gone:
+                    try:
+                        self._send(f, {"progress": text})
+                    except OSError:
+                        gone.append(True)
 
             try:
                 answer = self.handler(cmd, args, progress)
@@ -86,7 +106,8 @@ class ControlServer:
 
                 logging.getLogger("pyd.master").exception("control command %s failed", cmd)
                 answer = {"ok": False, "message": f"internal error: {e}"}
-            self._send(f, answer)
+            if not gone:
+                self._send(f, answer)
         except OSError:
             pass
         finally:
