@@ -1,6 +1,6 @@
 """pyd's hello-world keep-alive throughput with the access log on, as a ratio to it off.
 
-Run `python3 bench/access_log.py [--quick]`; writes bench/RESULTS-access-log.md and
+Run `python3 bench/access_log.py [--quick]`; writes bench/results/RESULTS-access-log.md and
 results-access-log.json. Variants: `access-log off;`, `access-log combined;` and `access-log json;`,
 one worker each, the log written to pyd's log file. Target: combined >= 0.9x off.
 """

@@ -1,6 +1,6 @@
 """Hello-world behind nginx: pyd's FastCGI pool against gunicorn -k gevent and uWSGI behind it.
 
-Run `python3 bench/fastcgi.py [--quick]`; writes bench/RESULTS-fastcgi.md and results-fastcgi.json.
+Run `python3 bench/fastcgi.py [--quick]`; writes bench/results/RESULTS-fastcgi.md and results-fastcgi.json.
 Variants (one backend worker, one nginx worker process each):
   nginx -> pyd Pool:FastCGI, with fastcgi_keep_conn on + upstream keepalive 16, and without;
   nginx -> gunicorn -k gevent over proxy_pass (HTTP/1.1, upstream keepalive 16);

@@ -1,6 +1,6 @@
 """pyd's lifecycle figures: idle worker RSS, time from `pyd start` to serving, failures over recycles.
 
-Run `python3 bench/lifecycle.py [--quick]`; writes bench/RESULTS-lifecycle.md and
+Run `python3 bench/lifecycle.py [--quick]`; writes bench/results/RESULTS-lifecycle.md and
 results-lifecycle.json.
 - idle worker RSS: 4 workers started, no request sent, VmRSS of each after 3 s (target <= 30 MB);
 - start time: from running `pyd start` (which daemonizes) to the first successful request, with

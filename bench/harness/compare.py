@@ -1,7 +1,7 @@
 """A/B comparisons for the scripts beside bench/run: a few variants, one load, interleaved rounds.
 
 Each script names its variants (a server and how to measure it); this module runs them in rotated
-order for R rounds, summarizes medians, and writes bench/RESULTS-<name>.md and results-<name>.json.
+order for R rounds, summarizes medians, and writes bench/results/RESULTS-<name>.md and results-<name>.json.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class Session:
         return lines
 
     def write(self, lines: list[str], data: dict) -> None:
-        md, js = BENCH / f"RESULTS-{self.name}.md", BENCH / f"results-{self.name}.json"
+        md, js = BENCH / "results" / f"RESULTS-{self.name}.md", BENCH / "results" / f"results-{self.name}.json"
         md.write_text(portable("\n".join(lines), self.root) + "\n")
         js.write_text(portable(json.dumps({
             "date": f"{self.started:%Y-%m-%d %H:%M}", "argv": self.argv,
