@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
             problems.append(Problem(str(e), pos))
         else:
             problems += check_imports(config, config.user, config.group)
+        from pyd.master.boot import socket_owner_problems  # what start and update refuse
+
+        problems += socket_owner_problems(config)
     if problems:
         print(ConfigError(problems).format(), file=sys.stderr)
         print(f"pyd: configuration file {path} test failed", file=sys.stderr)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pyd.net import listeners as lst
 from pyd.ipc import scoreboard as sb
-from pyd.config import Config
+from pyd.config import Config, ConfigError
 from pyd.ipc.control import ControlServer, socket_path
 from pyd.system.daemon import Pidfile, PidfileError
 from pyd.system.privileges import PrivilegeError, resolve
@@ -146,7 +146,7 @@ def bind_listeners(config: Config, inherited: dict, current: dict) -> dict[str, 
                 else:
                     out[key] = lst.bind(address, mode=mode, owner=owner)
                     log.info("listening on %s for %s", key, section.header)
-    except lst.ListenError:
+    except Exception:  # what this call bound is closed again; what we held stays
         for key, listener in out.items():
             if key not in current:
                 listener.close()
@@ -157,20 +157,53 @@ def bind_listeners(config: Config, inherited: dict, current: dict) -> dict[str, 
 
 
 def _socket_owner(section) -> tuple[int, int] | None:
-    owner = section.settings.get("socket-owner")
-    if not owner:
-        return None
+    """`socket-owner USER [GROUP]` as ids; ListenError (at the directive) when one is unknown."""
+    ids, problem = _resolve_owner(section)
+    if problem is not None:
+        raise lst.ListenError(problem.format())
+    return ids
+
+
+def _resolve_owner(section):
+    """(uid, gid) or None, and the Problem when the system does not know a name."""
     import grp
     import pwd
 
+    from pyd.config.errors import Problem
+
+    owner = section.settings.get("socket-owner")
+    if not owner:
+        return None, None
+    pos = section.settings.origin("socket-owner").pos or section.pos
+
+    def problem(message: str):
+        return None, Problem(f'"socket-owner": {message}', pos)
+
     user = owner[0]
-    uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        if not user.isdigit():
+            return problem(f"unknown user {user!r}")
+        entry = None
+    uid = int(user) if user.isdigit() else entry.pw_uid
     if len(owner) > 1:
         group = owner[1]
-        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            return problem(f"unknown group {group!r}")
+    elif entry is not None:
+        gid = entry.pw_gid
     else:
-        gid = pwd.getpwuid(uid).pw_gid
-    return uid, gid
+        return problem(f"uid {user} has no passwd entry: name a group too")
+    return (uid, gid), None
+
+
+def socket_owner_problems(config: Config) -> list:
+    """The Problems of every `socket-owner` naming a user or group this system does not know
+    (configtest reports them; start and update refuse them)."""
+    return [p for section in config.pools for p in [_resolve_owner(section)[1]] if p]
 
 
 class ApplyError(Exception):
@@ -181,12 +214,14 @@ RESTART_ONLY = ("pidfile", "control-socket", "verbose-tty")
 
 
 def apply_config(m, new: Config) -> list[str]:
-    """Switch the master to a new, valid config: listeners, privileged apps, worker count.
+    """Switch the master to a new, valid config, as a transaction: bind the new listeners and
+    build the new privileged apps and pools first, then switch to them all at once.
 
-    Raises ApplyError (nothing changed) when a new listener cannot be bound.
+    On any failure what was built is undone (new listeners closed, new apps shut down) and
+    ApplyError says why: the old listeners, apps, pools and config stay as they were, and the
+    workers spawned from now on still use them.
     """
     from pyd import log as pydlog
-    from pyd.apps import class_settings, make_app
 
     old: Config = m.config
     warnings = []
@@ -197,29 +232,30 @@ def apply_config(m, new: Config) -> list[str]:
         listeners = bind_listeners(new, {}, m.listeners)
     except lst.ListenError as e:
         raise ApplyError(str(e)) from None
+    except Exception as e:
+        raise ApplyError(f"cannot bind the new listeners: {type(e).__name__}: {e}") from None
+    fresh = [lsn for key, lsn in listeners.items() if key not in m.listeners]
+    made: dict = {}
+    try:
+        apps, changed = _privileged_apps(m.apps, old, new, made)
+        pools = build_pools(new, listeners, apps, privileged=True)
+    except Exception as e:
+        for listener in fresh:
+            listener.close()
+        for name, app in made.items():
+            _quietly(app.on_shutdown, False, what=f"app {name}: on_shutdown")
+        raise ApplyError(e.message if isinstance(e, BootError)
+                         else f"{type(e).__name__}: {e}") from None
+    # The switch: nothing below fails the update.
     for key in set(m.listeners) - set(listeners):
         m.listeners[key].close()
         log.info("closed listener %s", key)
-    m.listeners = listeners
-    for section in new.apps:
-        if not section.settings["privileged"]:
-            continue
-        app = m.apps.get(section.name)
-        if app is None:
-            m.apps[section.name] = make_app(section)
-            continue
-        old_section = old.section(section.header)
-        if old_section is None or _text(old_section) != _text(section):
-            app.settings = class_settings(type(app), section)
-            app.section = section
-            app.on_config_updated()
-    for name in [n for n in m.apps if new.section(f"App:{n}") is None]:
-        m.apps.pop(name).on_shutdown(True)
-    try:
-        m.pools = build_pools(new, listeners, m.apps, privileged=True)
-    except BootError as e:
-        raise ApplyError(e.message) from None
-    m.config = new
+    for app, settings, section in changed:
+        app.settings, app.section = settings, section
+        _quietly(app.on_config_updated, what=f"app {app.name}: on_config_updated")
+    for name in [n for n in m.apps if n not in apps]:
+        _quietly(m.apps[name].on_shutdown, True, what=f"app {name}: on_shutdown")
+    m.listeners, m.apps, m.pools, m.config = listeners, apps, pools, new
     try:
         pydlog.setup(new, tty=m.tty)  # before the new workers fork: they inherit the routes
     except pydlog.LogSetupError as e:
@@ -231,6 +267,39 @@ def apply_config(m, new: Config) -> list[str]:
     for w in warnings:
         log.warning("update: %s", w)
     return warnings
+
+
+def _privileged_apps(current: dict, old: Config, new: Config, made: dict) -> tuple[dict, list]:
+    """The master's apps under `new`: kept instances, new ones (built into `made`, which the
+    caller undoes on failure) and, for kept ones whose section changed, their new settings."""
+    from types import SimpleNamespace
+
+    from pyd.apps import class_settings
+
+    apps, changed, missing = {}, [], []
+    for section in new.apps:
+        if section.name in current:
+            app = apps[section.name] = current[section.name]
+            old_section = old.section(section.header)
+            if section.settings["privileged"] and (
+                    old_section is None or _text(old_section) != _text(section)):
+                try:
+                    changed.append((app, class_settings(type(app), section), section))
+                except ConfigError as e:
+                    raise BootError(e.format()) from None
+        elif section.settings["privileged"]:
+            missing.append(section)
+    made.update(build_apps(SimpleNamespace(apps=missing), privileged=True))  # reads .apps only
+    apps.update(made)
+    return apps, changed
+
+
+def _quietly(fn, *args, what: str) -> None:
+    """An app's hook after the switch: its failure is the app's, logged, not the update's."""
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("update: %s failed", what)
 
 
 def _text(section) -> str:
