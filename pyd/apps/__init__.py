@@ -5,6 +5,7 @@ Used by workers to load WSGI apps and App: sections, and by configtest to check 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import logging
@@ -135,10 +136,49 @@ class AppInstance:
 
 
 def make_app(section) -> AppInstance:
-    """Instantiate an App: section's class and run its init(). Raises RefError or ConfigError."""
-    cls = import_ref(section.settings["class"])
-    if not (isinstance(cls, type) and issubclass(cls, AppInstance)):
-        raise RefError(f"{section.settings['class']} is not a subclass of pyd.AppInstance")
-    app = cls(section.name, class_settings(cls, section), section)
-    app.init()
+    """Instantiate an App: section's class and run its init(). Raises RefError or ConfigError.
+
+    A privileged one is imported and initialised as root, from the directories
+    set_privileged_path() named, and only while that runs.
+    """
+    with privileged_imports() if section.settings.get("privileged") else contextlib.nullcontext():
+        cls = import_ref(section.settings["class"])
+        if not (isinstance(cls, type) and issubclass(cls, AppInstance)):
+            raise RefError(f"{section.settings['class']} is not a subclass of pyd.AppInstance")
+        app = cls(section.name, class_settings(cls, section), section)
+        app.init()
     return app
+
+
+# -- where root imports privileged code from ------------------------------------------------------
+
+_privileged_path: tuple[str, ...] = ()
+
+
+def set_privileged_path(directories) -> None:
+    """The master's `cwd` and `pythonpath` (restart-only settings): where privileged apps and
+    pools are imported from, and only for that import (privileged_imports)."""
+    global _privileged_path
+    _privileged_path = tuple(directories)
+
+
+def privileged_imports():
+    """A `with` block in which the privileged path is on sys.path, after the interpreter's own
+    directories: a module dropped there can shadow no standard or installed one."""
+    from pyd.system.trust import import_path
+
+    return import_path(_privileged_path, last=True)
+
+
+def privileged_path_problem(directories, uid: int, gids) -> str | None:
+    """Why root must not import from `directories`: one that the workers' user can write (or
+    any directory above it) would run their code as root. None when all are safe."""
+    from pyd.system.trust import writers
+
+    for directory in directories:
+        why = writers(directory, uid, gids)
+        if why:
+            return (f"privileged code is imported as root from {directory}, but {why}: the "
+                    "workers' user could make root run anything; make it root's, or drop "
+                    "`privileged`")
+    return None

@@ -18,6 +18,7 @@ from pyd.config.errors import Position, Problem
 from pyd.config.model import Config, Section, Settings
 from pyd.config.registry import REGISTRY
 from pyd.config.values import Ref
+from pyd.system.trust import python_command, python_environ
 
 TIMEOUT = 60
 
@@ -59,9 +60,10 @@ def check_imports(config: Config, user: str | None, group: str | None) -> list[P
         "refs": [[ref, name] for ref, name, _ in refs],
     }
     try:
-        proc = subprocess.run([sys.executable, "-m", "pyd.apps.importcheck"],
-                              input=json.dumps(request), capture_output=True, text=True,
-                              timeout=TIMEOUT)
+        # Root until it drops privileges: -P and / keep the current directory off sys.path.
+        proc = subprocess.run(python_command("pyd.apps.importcheck"), cwd="/",
+                              env=python_environ(dict(os.environ)), input=json.dumps(request),
+                              capture_output=True, text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         return [Problem(f"importing the config's apps took more than {TIMEOUT}s")]
     try:

@@ -39,6 +39,11 @@ def run(args: argparse.Namespace) -> int:
     say(f"using configuration file {path}")
     config = load_or_fail(args)
     say(f"the configuration file {path} syntax is ok")
+    if not args.quiet:
+        from pyd.config.loader import unsafe_sources
+
+        for message in unsafe_sources(config.sources):
+            print(f"pyd: warning: {message}", file=sys.stderr)
     problems = []
     if not args.no_imports:
         from pyd.apps.importcheck import check_imports

@@ -41,9 +41,10 @@ def load(path: str, overrides: Iterable[Override] = (),
     `overrides` (the command line) win over the environment, which wins over the file.
     """
     env = os.environ if env is None else env
-    nodes = load_file(path, env)
+    sources: list[str] = []
+    nodes = load_file(path, env, sources)
     all_overrides = list(environment_overrides(env)) + list(overrides)
-    return build(nodes, path, all_overrides)
+    return build(nodes, path, all_overrides, tuple(sources))
 
 
 def load_apart(path: str, overrides: Iterable[Override] = (),

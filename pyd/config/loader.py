@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from pyd.config.errors import ConfigError, Position, Source
 from pyd.config.tree import (  # noqa: F401  (the names others read from the loader)
@@ -192,17 +192,64 @@ def parse_source(source: Source, env: Mapping[str, str] | None = None) -> list[N
     return parse_text(source, env)
 
 
-def load_file(path: str, env: Mapping[str, str] | None = None) -> list[Node]:
-    """Read and parse a config file with every include expanded in place."""
-    state = _IncludeState(env)
+def load_file(path: str, env: Mapping[str, str] | None = None,
+              sources: list[str] | None = None) -> list[Node]:
+    """Read and parse a config file with every include expanded in place.
+
+    `sources` gets every file read, the main one first, and the directory of every include
+    pattern (a file dropped there later is read on the next update): see unsafe_sources().
+    """
+    state = _IncludeState(env, sources)
     source = read_source(path)
+    state.sources.append(path)
     return state.expand(parse_source(source, env), [os.path.realpath(path)], [path])
 
 
+def unsafe_sources(sources: Iterable[str]) -> list[str]:
+    """One line for each config file or include directory that anyone but root could change:
+    what they write there runs as root (a `Process:`, a privileged app). Empty when pyd is
+    not root."""
+    if os.geteuid() != 0:
+        return []
+    out, seen = [], set()
+    for path in sources:
+        why = _writers(os.path.abspath(path))
+        if why and why not in seen:
+            seen.add(why)
+            out.append(f"{path} can be changed by others: {why}")
+    return out
+
+
+def _writers(path: str) -> str | None:
+    """Why a user other than root can change `path` or a directory above it (config imports
+    nothing else of pyd: pyd.system.trust.writers() says the same for the rest)."""
+    import stat
+
+    while True:
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if st is not None:
+            kind = "directory" if stat.S_ISDIR(st.st_mode) else "file"
+            sticky = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+            if st.st_uid != 0:
+                return f"the {kind} {path} belongs to uid {st.st_uid}"
+            if st.st_mode & stat.S_IWGRP and st.st_gid != 0:
+                return f"the {kind} {path} is writable by gid {st.st_gid}"
+            if st.st_mode & stat.S_IWOTH and not sticky:
+                return f"the {kind} {path} is writable by everyone"
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
 class _IncludeState:
-    def __init__(self, env: Mapping[str, str] | None):
+    def __init__(self, env: Mapping[str, str] | None, sources: list[str] | None = None):
         self.env = env
         self.files = 0
+        self.sources = [] if sources is None else sources
 
     def expand(self, nodes: list[Node], chain: list[str], names: list[str],
                depth: int = 0) -> list[Node]:
@@ -231,6 +278,7 @@ class _IncludeState:
         base = os.path.dirname(word.pos.source.name) if word.pos.source.is_file else os.getcwd()
         pattern = os.path.join(base, os.path.expanduser(word.text))
         if glob.has_magic(pattern):
+            self.sources.append(_fixed_part(pattern))
             yield from (p for p in sorted(glob.glob(pattern)) if os.path.isfile(p))
             return
         if not os.path.exists(pattern):
@@ -253,5 +301,15 @@ class _IncludeState:
         if self.files > MAX_FILES:
             raise ConfigError(f"more than {MAX_FILES} included files", word.pos)
         source = read_source(path, included_from=word.pos)
+        self.sources.append(path)
         nodes = parse_source(source, self.env)
         return self.expand(nodes, chain + [real], names + [path], depth)
+
+
+def _fixed_part(pattern: str) -> str:
+    """The directory a glob pattern's matches are in, up to its first wildcard."""
+    parts = pattern.split(os.sep)
+    for i, part in enumerate(parts):
+        if glob.has_magic(part):
+            return os.sep.join(parts[:i]) or os.sep
+    return os.path.dirname(pattern)

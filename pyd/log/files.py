@@ -16,8 +16,10 @@ import time
 
 from pyd.log.health import Health
 from pyd.log.sinks import DescriptorSink, write_all
+from pyd.system.trust import open_nofollow
 
 FILE_MODE = 0o640  # access logs hold client addresses: not for every local user
+OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 RETRY_AFTER = 60.0  # a rotation that failed (rename refused, disk full) is tried again then
 
 
@@ -64,7 +66,7 @@ class FileSink(DescriptorSink):
 
     def _open(self) -> int:
         os.makedirs(os.path.dirname(self.path) or ".", mode=0o755, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        fd = open_nofollow(self.path, OPEN_FLAGS, FILE_MODE)
         st = os.fstat(fd)
         self.size, self.regular = st.st_size, stat.S_ISREG(st.st_mode)
         return fd
@@ -143,8 +145,7 @@ class FileSink(DescriptorSink):
         target = rotated_name(self.path, now)
         fresh = f"{self.path}.{os.getpid()}.new"
         try:
-            fd = os.open(fresh, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-                         | os.O_CLOEXEC, FILE_MODE)
+            fd = os.open(fresh, OPEN_FLAGS | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE)
         except OSError as e:
             return self._rotation_failed(e)
         try:

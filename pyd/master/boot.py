@@ -15,13 +15,12 @@ from pyd.net import listeners as lst
 from pyd.ipc import scoreboard as sb
 from pyd.config import Config, ConfigError
 from pyd.ipc.control import ControlServer, socket_path
-from pyd.system.daemon import Pidfile, PidfileError
+from pyd.master import trust
+from pyd.system.daemon import UPGRADE_FD_ENV, Pidfile, PidfileError
 from pyd.system.privileges import PrivilegeError, resolve
-from pyd.worker.main import BootError, build_apps, build_pools, enter_cwd
+from pyd.worker.main import BootError, app_path, build_apps, build_pools
 
 log = logging.getLogger("pyd.master")
-
-UPGRADE_FD_ENV = "PYD__UPGRADE_FD"
 
 
 @dataclass
@@ -47,6 +46,13 @@ def boot_master(m) -> StartResult:
         return StartResult(False, str(e))
     if identity.warning:
         log.warning("%s", identity.warning)
+    # What the workers' user could reach root through: see docs/security.md.
+    trust.check_sys_path()
+    trust.check_files(config, identity)
+    trust.check_nofile(config)
+    refused = trust.privileged_problem(config, identity, app_path(config))
+    if refused:
+        return StartResult(False, refused)
     preload_modules(config)
     m.pidfile = Pidfile(config.pidfile)
     try:
@@ -65,8 +71,8 @@ def boot_master(m) -> StartResult:
     except lst.ListenError as e:
         return StartResult(False, str(e))
     try:
-        if not config.chroot:  # with chroot, cwd names a directory inside it
-            enter_cwd(config)
+        # Root never puts cwd or pythonpath on sys.path: privileged apps and pools are imported
+        # from there only while build_* import them (privileged_imports).
         m.apps = build_apps(config, privileged=True)
         m.pools = build_pools(config, m.listeners, m.apps, privileged=True)
     except BootError as e:

@@ -16,7 +16,8 @@ import gevent.os
 from gevent.socket import wait_read
 
 from pyd.net import listeners as lst
-from pyd.master.boot import UPGRADE_FD_ENV
+from pyd.system.daemon import UPGRADE_FD_ENV, sd_notify
+from pyd.system.trust import python_command, python_environ
 
 log = logging.getLogger("pyd.master")
 UPGRADE_TIMEOUT = 90.0
@@ -36,16 +37,20 @@ def upgrade(m) -> tuple[bool, str]:
 
 def _upgrade(m) -> tuple[bool, str]:
     r, w = os.pipe()
-    env = dict(os.environ)
+    env = python_environ(dict(os.environ))
     env[lst.INHERIT_ENV] = lst.export(list(m.listeners.values()))
     env[UPGRADE_FD_ENV] = str(w)
     os.set_inheritable(w, True)
-    argv = [sys.executable, "-m", "pyd", "start", "--foreground", "-c", m.config_file,
-            *m.argv_overrides]
+    overrides = list(m.argv_overrides)
+    if m.config.cwd is None:  # the default, where pyd started: said, as the new one starts in /
+        overrides.append(f"--cwd={os.getcwd()}")
+    # -P and /: the new master, root, imports nothing from the directory it runs in.
+    argv = python_command("pyd", "start", "--foreground", "-c", m.config_file, *overrides)
     log.info("upgrade: starting a new master: %s", " ".join(argv[1:]))
     pid = gevent.os.fork_and_watch(callback=lambda watcher: None)
     if pid == 0:
         try:
+            os.chdir("/")
             os.execve(sys.executable, argv, env)
         finally:
             os._exit(127)
@@ -56,6 +61,9 @@ def _upgrade(m) -> tuple[bool, str]:
     os.close(r)
     if answer.startswith("READY"):
         log.info("upgrade: the new master (pid %d) serves; this one drains and exits", pid)
+        # systemd takes notifications from the main process only (NotifyAccess=main): the
+        # old master names its successor, which no worker could do.
+        sd_notify(f"MAINPID={pid}")
         m.stop("upgrade")
         return True, f"upgraded: the new master is pid {pid}"
     message = answer[6:] if answer.startswith("ERROR ") else (

@@ -1,4 +1,4 @@
-"""`python -m pyd.jobrun [options] module:callable`: one run of a Python Cron job.
+"""`python -P -m pyd.service.jobrun [options] module:callable`: one run of a Python Cron job.
 
 Started as root by the service process in a fresh interpreter (a fork of the service would carry
 its gevent hub and every scheduled greenlet into the job): takes the workers' identity (chroot,
@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except (PrivilegeError, OSError) as e:
         print(f"pyd: cannot run {args.ref}: {e}", file=sys.stderr)
         return 2
-    # The job's directories first, as in a worker; not the service's own working directory.
-    sys.path[:] = [args.cwd, *args.pythonpath] + [p for p in sys.path[1:]]
+    # The job's directories first, as in a worker, and only now that we are the job's user
+    # (started with -P, nothing of the working directory was on sys.path before).
+    sys.path[:0] = [args.cwd, *args.pythonpath]
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -31,6 +31,7 @@ from gevent import socket
 from pyd.ipc.modules import parse_report
 from pyd.service.monitor import Monitor
 from pyd.service.supervisor import KILL_GRACE, Supervisor, describe_exit, human
+from pyd.system.daemon import scrub_environ
 
 log = logging.getLogger("pyd.service")
 
@@ -180,6 +181,7 @@ class Service:
         from pyd.service.scheduler import Scheduler
 
         setproctitle(self.title())
+        scrub_environ()  # NOTIFY_SOCKET and the upgrade's descriptors: the master's, not ours
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # the master is killed: stop everything
         if os.getppid() != self.master_pid:
             os._exit(0)

@@ -18,7 +18,6 @@ import math
 import os
 import random
 import signal
-import sys
 import time
 import zoneinfo
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import gevent.subprocess
 from croniter import croniter
 
 from pyd.system.privileges import PrivilegeError, resolve
+from pyd.system.trust import python_command, python_environ
 from pyd.service.supervisor import KILL_GRACE, describe_exit, human, pump, spawn, spelled, stop_group
 
 log = logging.getLogger("pyd.service")
@@ -171,7 +171,8 @@ class JobSpec:
     def argv(self) -> list[str]:
         if self.command is not None:
             return ["/bin/sh", "-c", self.command]
-        argv = [sys.executable, "-m", "pyd.service.jobrun", "--cwd", self.cwd]
+        # -P: jobrun starts as root, so its directory must not be on sys.path (run in /).
+        argv = python_command("pyd.service.jobrun", "--cwd", self.cwd)
         for flag, value in (("--user", self.user), ("--group", self.group),
                             ("--chroot", self.chroot)):
             if value is not None:
@@ -247,11 +248,9 @@ class Run:
             self.proc = spawn(self.spec.argv(), resolve(self.spec.user, self.spec.group),
                               self.spec.cwd, env)
         else:
-            # pyd.jobrun starts as root and drops privileges itself, after its own imports.
-            package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            env["PYTHONPATH"] = os.pathsep.join(
-                [package_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-            self.proc = spawn(self.spec.argv(), None, None, env)
+            # pyd.jobrun starts as root and drops privileges itself, after its own imports;
+            # only then does it put the job's cwd and pythonpath on sys.path.
+            self.proc = spawn(self.spec.argv(), None, "/", python_environ(env))
         self.pid = self.proc.pid
 
     def finish(self, began: float, ok: bool, outcome: str) -> None:

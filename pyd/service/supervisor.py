@@ -21,6 +21,7 @@ import gevent
 import gevent.event
 import gevent.subprocess as subprocess
 
+from pyd.system.daemon import scrub_environ
 from pyd.system.privileges import Identity, PrivilegeError, resolve
 
 KILL_GRACE = 2.0  # after the polite signal to a run or a leftover group: SIGKILL
@@ -39,6 +40,8 @@ def spawn(argv: list[str], identity: Identity | None, cwd: str | None,
     setuid happen in the child, between fork and exec.
     """
     kw: dict = {}
+    env = dict(env)
+    scrub_environ(env)  # what only the master holds (NOTIFY_SOCKET...) never reaches a program
     if identity is not None and identity.switch:
         kw.update(user=identity.uid, group=identity.gid,
                   extra_groups=os.getgrouplist(identity.name, identity.gid))

@@ -9,6 +9,15 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
+
+from pyd.system.trust import open_nofollow
+
+UPGRADE_FD_ENV = "PYD__UPGRADE_FD"  # the pipe a re-executed master reports READY on
+# What only the master may hold: systemd's notify socket and watchdog, socket activation,
+# and what `pyd upgrade` hands a new master. Scrubbed in every child right after the fork.
+MASTER_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS",
+                   "LISTEN_PID", "LISTEN_FDNAMES", UPGRADE_FD_ENV, "PYD__LISTENERS")
 
 
 class PidfileError(Exception):
@@ -31,9 +40,16 @@ class Pidfile:
         directory = os.path.dirname(self.path) or "."
         try:
             os.makedirs(directory, mode=0o755, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as e:
-            raise PidfileError(f"cannot write the pidfile {self.path}: {e.strerror}") from None
+            raise PidfileError(f"cannot write the pidfile {self.path}: "
+                               f"{e.strerror or e}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            raise PidfileError(f"cannot write the pidfile {self.path}: it is not a plain file "
+                               "(a device, a pipe, or a hard link to another file)")
+        os.set_blocking(fd, True)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -78,10 +94,15 @@ class Pidfile:
 
 def read_pid(path: str) -> int | None:
     try:
-        with open(path) as f:
-            text = f.read(64).strip()
+        fd = open_nofollow(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        text = os.read(fd, 64).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     return int(text) if text.isdigit() else None
 
 
@@ -92,7 +113,7 @@ def running_pid(path: str) -> int | None:
     the process's POSIX locks on it.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_nofollow(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
@@ -115,6 +136,40 @@ def check_writable(path: str) -> None:
     target = path if os.path.exists(path) else probe
     if not os.access(target, os.W_OK):
         raise PidfileError(f"cannot write the pidfile {path}: permission denied")
+
+
+def scrub_environ(env: dict | None = None) -> None:
+    """In a child of the master: drop what only the master may use (MASTER_ONLY_ENV)."""
+    env = os.environ if env is None else env
+    for name in MASTER_ONLY_ENV:
+        env.pop(name, None)
+
+
+def raise_nofile() -> tuple[int, int]:
+    """The soft RLIMIT_NOFILE up to the hard one (root may not raise the hard one without
+    asking: that is the unit's LimitNOFILE=); returns (soft, hard) as they are now."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard_wanted = _nr_open()
+    else:
+        hard_wanted = hard
+    if soft != resource.RLIM_INFINITY and soft < hard_wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard_wanted, hard))
+            soft = hard_wanted
+        except (ValueError, OSError):
+            pass
+    return soft, hard
+
+
+def _nr_open() -> int:
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1 << 20
 
 
 def daemon_context(preserve: list[int], cwd: str = "/"):

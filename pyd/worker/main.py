@@ -7,6 +7,7 @@ logs, ABRT (request-timeout) log every greenlet's stack and exit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -23,13 +24,21 @@ from setproctitle import setproctitle
 
 from pyd.system import memory
 from pyd.ipc import scoreboard as sb
-from pyd.apps import AppInstance, RefError, import_ref, make_app
+from pyd.apps import (
+    AppInstance,
+    RefError,
+    import_ref,
+    make_app,
+    privileged_imports,
+    set_privileged_path,
+)
 from pyd.config import Config, ConfigError, Problem
 from pyd.net.listeners import Listener
 from pyd.log import reopen as log_reopen
 from pyd.ipc.modules import report_modules
 from pyd.pools import POOL_TYPES
 from pyd.pools.base import Pool, UserPool, label
+from pyd.system.daemon import scrub_environ
 from pyd.system.privileges import PrivilegeError, drop, resolve
 
 log = logging.getLogger("pyd.worker")
@@ -67,8 +76,9 @@ def build_pools(config: Config, listeners: Mapping[str, Listener], apps: Mapping
             continue
         mine = [listeners[str(a)] for a in section.settings["listen"]]
         try:
-            pool = pool_factory(section)(section, mine, worker)
-            pool.load(apps)
+            with privileged_imports() if privileged else contextlib.nullcontext():
+                pool = pool_factory(section)(section, mine, worker)
+                pool.load(apps)
         except (RefError, ConfigError) as e:
             raise BootError(_at(section, e), EXIT_APP_LOAD_ERROR) from None
         pools.append(pool)
@@ -76,6 +86,8 @@ def build_pools(config: Config, listeners: Mapping[str, Listener], apps: Mapping
 
 
 def build_apps(config: Config, privileged: bool | None = None) -> dict[str, AppInstance]:
+    if privileged and isinstance(config, Config):  # (an update builds from its sections only)
+        set_privileged_path(app_path(config))
     apps = {}
     for section in config.apps:
         if privileged is not None and bool(section.settings.get("privileged")) != privileged:
@@ -106,10 +118,19 @@ def _at(section, e: Exception) -> str:
     return Problem(str(e), section.pos).format()
 
 
+def app_path(config: Config) -> tuple[str, ...]:
+    """Where apps are imported from: `pythonpath`, then `cwd` (inside the chroot: nothing the
+    master could use)."""
+    if config.chroot:
+        return ()
+    return (*config.pythonpath, config.cwd or os.getcwd())
+
+
 def enter_cwd(config: Config) -> None:
     """Where apps are imported from: `cwd` (made current) and `pythonpath`, first on sys.path.
 
-    The master does this too before it preloads privileged apps, so both import alike.
+    Only on the workers' side of the privilege drop: root (the master, the service) never has
+    them on sys.path, and imports privileged apps through privileged_imports() alone.
     """
     cwd = config.cwd or os.getcwd()
     try:
@@ -175,6 +196,7 @@ class Worker:
     def boot(self) -> None:
         names = " ".join(label(s) for s in self.config.pools)
         setproctitle(f"pyd: worker {self.number} [{names}]")
+        scrub_environ()  # NOTIFY_SOCKET and the upgrade's descriptors are the master's
         memory.tune()
         self._install_signals()
         try:
