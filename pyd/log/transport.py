@@ -324,6 +324,8 @@ class Dispatcher:
         self.waiting = 0  # bytes in pieces on every channel
         self.batches: dict[int, list[bytes]] = {}
         self.stopped = False
+        self.buffer = bytearray(_RECEIVE)  # every datagram lands here (the dispatcher's thread)
+        self.view = memoryview(self.buffer)
 
     # -- any thread ---------------------------------------------------------------------------
 
@@ -406,11 +408,13 @@ class Dispatcher:
 
     def read(self, channel: Channel, mask: int = 0) -> None:
         """Take what one channel holds, up to ROUND_BYTES; close it when its senders are gone."""
-        receive = channel.sock.recvmsg
+        receive, dispatch = channel.sock.recvmsg_into, self.dispatch
+        unpack = _CREDENTIALS.unpack_from
+        into, view = [self.buffer], self.view
         budget = ROUND_BYTES
         while budget > 0:
             try:
-                data, ancillary, flags, _ = receive(_RECEIVE, _ANCILLARY, _socket.MSG_DONTWAIT)
+                size, ancillary, flags, _ = receive(into, _ANCILLARY, _DONTWAIT)
             except BlockingIOError:
                 return
             except InterruptedError:
@@ -418,43 +422,44 @@ class Dispatcher:
             except OSError:
                 self.close(channel)
                 return
-            pid = _sender(ancillary) if ancillary else 0
-            if not data:  # the end, or an empty datagram
+            if len(ancillary) == 1 and ancillary[0][1] == _SCM_CREDENTIALS:  # as always
+                pid = unpack(ancillary[0][2])[0]
+            else:
+                pid = _sender(ancillary)
+            data = view[:size]  # (a copy of the payload only, by dispatch)
+            if not size:  # the end, or an empty datagram
                 if mask & _EPOLLHUP or _hung_up(channel.fd):
                     self.close(channel)
                     return
                 self.refuse(pid, "an empty datagram")
                 continue
-            budget -= len(data) + DATAGRAM_COST
+            budget -= size + DATAGRAM_COST
             try:
-                if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC):
+                if flags & _CUT:
                     raise Malformed("a datagram too long, or with descriptors")
-                self.dispatch(data, channel, pid)
+                dispatch(data, channel, pid)
             except Exception as e:  # Malformed, or a bug: it costs this datagram
                 self.refuse(pid, str(e) if isinstance(e, Malformed) else repr(e),
-                            data.count(b"\n"))
+                            bytes(data).count(b"\n"))
 
-    def dispatch(self, datagram: bytes, channel: Channel, pid: int = 0) -> None:
+    def dispatch(self, datagram, channel: Channel, pid: int = 0) -> None:
         """Take one datagram of `pid` (as the kernel says) on `channel`; Malformed if it is."""
-        if len(datagram) < HEADER.size:
-            raise Malformed("a datagram shorter than its header")
-        if len(datagram) > DGRAM_MAX:
-            raise Malformed("a datagram too long")
-        sink, flags = HEADER.unpack_from(datagram)
-        if flags & ~SENDER_FLAGS or (flags & DROPPED and flags != DROPPED):
+        if not _HEADER_SIZE <= len(datagram) <= DGRAM_MAX:
+            raise Malformed("a datagram shorter than its header, or too long")
+        sink, flags = _unpack_header(datagram)
+        if flags & _NOT_SENDER_FLAGS or (flags & DROPPED and flags != DROPPED):
             raise Malformed(f"flags {flags:#x}")
         target = self.targets.get(sink)
         if target is None:
             raise Malformed(f"no target {sink}")
-        payload = datagram[HEADER.size:]
+        payload = bytes(datagram[_HEADER_SIZE:])
         if flags == DROPPED:
             if not payload.isdigit() or len(payload) > 9:
                 raise Malformed("a count of dropped lines that is not one")
             self.health.lost(target.label, int(payload), f"worker {pid} could not keep up")
             return
-        key = (pid, sink)
-        if flags & MORE or key in channel.pieces:
-            payload = self._join(channel, key, payload, flags)
+        if flags & MORE or channel.pieces and (pid, sink) in channel.pieces:
+            payload = self._join(channel, (pid, sink), payload, flags)
             if payload is None:
                 return
         if target.kind == LINES:
@@ -531,6 +536,11 @@ class Dispatcher:
 
 _NEW: list = []
 _EPOLLIN, _EPOLLHUP = 0x001, 0x010
+_DONTWAIT = _socket.MSG_DONTWAIT
+_CUT = _socket.MSG_TRUNC | _socket.MSG_CTRUNC
+_HEADER_SIZE = HEADER.size
+_unpack_header = HEADER.unpack_from
+_NOT_SENDER_FLAGS = 0xff & ~SENDER_FLAGS
 
 
 def _sender(ancillary) -> int:
