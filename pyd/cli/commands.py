@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import select
-import signal
 import sys
 import time
 
@@ -17,6 +16,7 @@ from pyd.cli.errors import EXIT_FAIL, EXIT_OK, Failure
 from pyd.config import Config, ConfigError, load
 from pyd.cli.configtest import config_path, load_or_fail
 from pyd.ipc.control import ControlError, request, socket_path
+from pyd.ipc.signals import FAST, GRACEFUL, HARD, STOPS
 from pyd.system.daemon import PidfileError, check_writable, running_pid
 
 EXIT_NOT_RUNNING = 3  # `status` when pyd is not running, as LSB init scripts expect
@@ -216,15 +216,15 @@ def _stop(args: argparse.Namespace, cmd: str, sig: int, what: str) -> int:
 
 
 def stop(args: argparse.Namespace) -> int:
-    return _stop(args, "stop", signal.SIGTERM, "stopped")
+    return _stop(args, "stop", STOPS[FAST].master, "stopped")
 
 
 def graceful_stop(args: argparse.Namespace) -> int:
-    return _stop(args, "graceful-stop", signal.SIGQUIT, "stopped gracefully")
+    return _stop(args, "graceful-stop", STOPS[GRACEFUL].master, "stopped gracefully")
 
 
 def hard_stop(args: argparse.Namespace) -> int:
-    return _stop(args, "hard-stop", signal.SIGINT, "stopped")
+    return _stop(args, "hard-stop", STOPS[HARD].master, "stopped")
 
 
 def restart(args: argparse.Namespace) -> int:

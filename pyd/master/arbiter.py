@@ -23,6 +23,7 @@ from gevent.event import Event
 
 from pyd.net import listeners as lst
 from pyd.ipc import scoreboard as sb
+from pyd.ipc.signals import MASTER_RECEIVES, STOPS
 from pyd.master.boot import ApplyError, StartResult, apply_config, boot_master
 from pyd.config import Config, ConfigError
 from pyd.service.main import ServiceHandle
@@ -235,15 +236,15 @@ class Master:
 
     def handle_term(self) -> None:
         """Fast stop: workers close their connections and exit."""
-        self.stop("fast")
+        self.stop(MASTER_RECEIVES[signal.SIGTERM])
 
     def handle_int(self) -> None:
         """Fast stop (Ctrl-C in --foreground)."""
-        self.stop("fast")
+        self.stop(MASTER_RECEIVES[signal.SIGINT])
 
     def handle_quit(self) -> None:
         """Graceful stop: workers finish in-flight requests (up to graceful-timeout), then exit."""
-        self.stop("graceful")
+        self.stop(MASTER_RECEIVES[signal.SIGQUIT])
 
     def handle_hup(self) -> None:
         """Update: re-read the config; if valid, replace the workers with ones that use it."""
@@ -599,7 +600,7 @@ class Master:
         deadline = {"graceful": self.config.graceful_timeout + 1.0, "fast": FAST_STOP_DEADLINE,
                     "hard": HARD_STOP_DEADLINE, "upgrade": self.config.graceful_timeout + 1.0}
         self.stop_deadline = time.monotonic() + deadline[how]
-        sig = signal.SIGQUIT if how in ("graceful", "upgrade") else signal.SIGTERM
+        sig = STOPS[how].worker
         if first or how != "graceful":
             log.info("stopping (%s) %d workers", how, len(self.workers))
         for w in self.workers.values():

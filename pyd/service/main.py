@@ -29,6 +29,7 @@ import gevent.os
 from gevent import socket
 
 from pyd.ipc.modules import parse_report
+from pyd.ipc.signals import SERVICE_RECEIVES, STOPS
 from pyd.service.monitor import Monitor
 from pyd.service.supervisor import KILL_GRACE, Supervisor, describe_exit, human
 from pyd.system.daemon import scrub_environ
@@ -186,8 +187,7 @@ class Service:
         if os.getppid() != self.master_pid:
             os._exit(0)
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
-        for signum, how in ((signal.SIGTERM, "fast"), (signal.SIGINT, "hard"),
-                            (signal.SIGQUIT, "graceful")):
+        for signum, how in SERVICE_RECEIVES.items():
             gevent.signal_handler(signum, self.stop, how)
         gevent.signal_handler(signal.SIGUSR1, self.reopen_logs)
         for signum in (signal.SIGHUP, signal.SIGUSR2):  # meant for the master: ignore, but by a
@@ -418,8 +418,7 @@ class ServiceHandle:
         """Ask the service to stop (programs first, then jobs); SIGKILL after a deadline."""
         if self.pid is None:
             return
-        sig = {"graceful": signal.SIGQUIT, "upgrade": signal.SIGQUIT, "fast": signal.SIGTERM,
-               "hard": signal.SIGINT}[how]
+        sig = STOPS[how].service
         deadline = time.monotonic() + stop_time(self.m.config, how)
         self.deadline = min(self.deadline, deadline) if self.stopping else deadline
         self.stopping = how
