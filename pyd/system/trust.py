@@ -94,11 +94,15 @@ def python_command(module: str, *args: str) -> list[str]:
 
 def python_environ(env: dict[str, str]) -> dict[str, str]:
     """`env` for such a child: PYTHONPATH without empty or relative entries (each one names
-    the child's working directory), and with the directory pyd itself came from."""
+    the child's working directory), and with the directory pyd itself came from unless it is
+    one of the interpreter's own (a site directory on PYTHONPATH would reach every program)."""
     entries = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and os.path.isabs(p)]
     home = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if home not in entries:
+    own = {os.path.realpath(p) for p in _interpreter_paths()}
+    if home not in entries and os.path.realpath(home) not in own:
         entries.append(home)  # last: the interpreter's own modules win over anything there
+    if not entries:
+        return {k: v for k, v in env.items() if k != "PYTHONPATH"}
     return dict(env, PYTHONPATH=os.pathsep.join(entries))
 
 
