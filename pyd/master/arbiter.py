@@ -1,9 +1,9 @@
 """The master (the arbiter): preloads as root, forks workers and keeps them right.
 
 Signal handlers and control commands only enqueue; the loop dispatches to short verbs:
-spawn_worker, drain_worker, kill_worker, reap, murder (stuck requests), manage (count and
-recycling), reload, update, upgrade, stop. Read `manage` for how replacement works: a worker
-that must go (a limit, a reload) gets its successor first and drains only once it serves.
+spawn_worker, kill_worker, reap, murder (stuck requests), manage (count and recycling), scale,
+reload, update, upgrade, stop. What to do with the workers is decided by the fleet policy
+(pyd/master/fleet.py, no I/O); the master reads the scoreboard for it and does what it says.
 """
 
 from __future__ import annotations
@@ -14,62 +14,29 @@ import signal
 import time
 import traceback
 from collections import Counter, deque
-from dataclasses import dataclass
 
 import gevent
 import gevent.os
 import gevent.pool
 from gevent.event import Event
 
-from pyd.net import listeners as lst
+from pyd.config import Config, ConfigError
 from pyd.ipc import scoreboard as sb
 from pyd.ipc.signals import MASTER_RECEIVES, STOPS
+from pyd.master import fleet
 from pyd.master.boot import ApplyError, StartResult, apply_config, boot_master
-from pyd.config import Config, ConfigError
+from pyd.master.fleet import BOOT_TIMEOUT, WorkerInfo
+from pyd.net import listeners as lst
 from pyd.service.main import ServiceHandle
-from pyd.worker.main import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_TIMEOUT, Worker
+from pyd.worker.main import EXIT_BOOT_ERROR, Worker
 
 log = logging.getLogger("pyd.master")
 
-LIMIT_REASONS = (sb.R_REQUESTS, sb.R_MEMORY, sb.R_IDLE, sb.R_BAD_REPORT)  # under max-recycling
-BOOT_TIMEOUT = 60.0  # a worker that does not serve within this is killed
-ABORT_GRACE = 3.0  # after SIGABRT (request-timeout), SIGKILL
 FAST_STOP_DEADLINE = 5.0
 HARD_STOP_DEADLINE = 2.0
-MAX_BACKOFF = 60.0
 STEP_ERROR_EVERY = 10.0  # a loop step failing again and again logs its traceback this often
 
 SIGNALS = ("HUP", "QUIT", "INT", "TERM", "USR1", "USR2", "TTIN", "TTOU")
-
-
-@dataclass(eq=False)
-class WorkerInfo:
-    """What the master knows of one worker process."""
-
-    pid: int
-    slot: int
-    number: int
-    generation: int
-    spawned: float
-    spawned_wall: float = 0.0
-    phase: str = "booting"  # booting -> serving -> retiring -> draining
-    reason: int = sb.R_NONE  # why it retires or drains
-    deadline: float = 0.0  # draining: SIGKILL after this
-    aborted: bool = False
-    successor: WorkerInfo | None = None
-    predecessor: WorkerInfo | None = None
-    # The heartbeat as the master last saw it, and when (its own clock) it last changed: a
-    # worker cannot make the master think another's hub is stuck, nor can a clock step.
-    beat: float = 0.0
-    beat_seen: float = 0.0
-    lied: bool = False  # it wrote something no worker may write; it is being replaced
-
-
-@dataclass
-class Backoff:
-    failures: int = 0
-    not_before: float = 0.0
-    message: str = ""
 
 
 class Master:
@@ -92,7 +59,8 @@ class Master:
         self.generation = 1
         self.generation_reason = sb.R_RELOAD
         self.boot_errors: dict[int, str] = {}  # generation -> the last boot error message
-        self.backoff: dict[int, Backoff] = {}
+        self.fleet = fleet.Fleet(fleet.Limits.of(config))
+        self.backoff = self.fleet.backoff  # number -> Backoff, after a failed boot
         self.exits: Counter[str] = Counter()
         self.signals: deque[str] = deque()
         self.exited: deque[tuple[int, int]] = deque()
@@ -106,8 +74,6 @@ class Master:
         self._signal_watchers: list = []
         self.pidfile_pending = False
         self.start_error = ""
-        self.busy_since: float | None = None
-        self.idle_since: float | None = None
         self.workers_told = False  # stopping: the workers were signalled (after the service)
         self.step_errors: dict[str, tuple[str, float, int]] = {}  # step -> (error, logged, n)
         self.service = ServiceHandle(self)  # jobs, supervised programs, autoreload
@@ -314,20 +280,27 @@ class Master:
         self.service.close_in_child()
         self.greenlets.kill(block=False)
 
-    def drain_worker(self, w: WorkerInfo, reason: int) -> None:
-        """Tell a worker to stop accepting and finish what it has (graceful-timeout)."""
-        if w.successor is not None:
-            w.successor.predecessor = None
-            w.successor = None
-        w.phase, w.reason = "draining", reason
-        w.deadline = time.monotonic() + self.config.graceful_timeout + 1.0
-        self.kill_worker(w, signal.SIGQUIT)
-
     def kill_worker(self, w: WorkerInfo, sig: int) -> None:
         try:
             os.kill(w.pid, sig)
         except ProcessLookupError:
             pass
+
+    def act(self, actions: list) -> None:
+        """Do what the fleet policy decided."""
+        for action in actions:
+            if isinstance(action, fleet.Kill):
+                self.kill_worker(action.worker, action.signal)
+            elif isinstance(action, fleet.Spawn):
+                self.spawn_worker(action.number, predecessor=action.predecessor)
+            elif isinstance(action, fleet.Log):
+                log.log(action.level, "%s", action.message)
+            elif isinstance(action, fleet.Target):
+                self.set_target(action.workers)
+
+    def slots(self) -> dict[int, sb.SlotView]:
+        """What each worker wrote in its slot, read once for this turn."""
+        return {w.slot: self.scoreboard.read(w.slot) for w in self.workers.values()}
 
     def reap(self) -> None:
         while self.exited:
@@ -339,185 +312,41 @@ class Master:
                 continue  # not a worker (the new master of an upgrade)
             reason = sb.R_CRASHED
             try:
-                reason = self._exit_reason(w, status)
+                code = os.waitstatus_to_exitcode(status)
+                message = self.scoreboard.message(w.slot)
+                reason, actions = self.fleet.exited(w, code, message, bool(self.stopping),
+                                                    time.monotonic())
+                if reason == sb.R_BOOT_ERROR:
+                    self.boot_errors[w.generation] = self.backoff[w.number].message
+                self.act(actions)
             finally:  # whatever happened, the worker is gone: its slot and links go with it
                 if not 0 <= reason < len(sb.REASONS):
                     reason = sb.R_BAD_REPORT
                 self.exits[sb.REASONS[reason]] += 1
                 self.scoreboard.release(w.slot, reason)
-                self.unlink(w)
-
-    def unlink(self, w: WorkerInfo) -> None:
-        """w no longer replaces, nor is replaced by, anyone."""
-        if w.successor is not None:
-            w.successor.predecessor = None
-            w.successor = None
-        if w.predecessor is not None:
-            w.predecessor.successor = None
-            w.predecessor = None
-
-    def _exit_reason(self, w: WorkerInfo, status: int) -> int:
-        code = os.waitstatus_to_exitcode(status)
-        if code in (EXIT_BOOT_ERROR, EXIT_APP_LOAD_ERROR) and w.phase == "booting":
-            message = self.scoreboard.message(w.slot) or f"worker exited with status {code}"
-            self.boot_errors[w.generation] = message
-            b = self.backoff.setdefault(w.number, Backoff())
-            b.failures += 1
-            b.message = message
-            delay = min(MAX_BACKOFF, 0.5 * 2 ** (b.failures - 1))
-            b.not_before = time.monotonic() + delay
-            log.error("worker %d (pid %d) failed to start; next try in %.1fs:\n%s", w.number,
-                      w.pid, delay, message)
-            return sb.R_BOOT_ERROR
-        if code == EXIT_TIMEOUT or w.aborted:
-            return sb.R_TIMEOUT
-        if w.phase == "draining" or self.stopping:
-            if code < 0:
-                log.warning("worker %d (pid %d) killed by signal %d while stopping", w.number,
-                            w.pid, -code)
-            return w.reason or sb.R_STOPPED
-        if code < 0:
-            log.error("worker %d (pid %d) killed by signal %d", w.number, w.pid, -code)
-            return sb.R_KILLED
-        log.error("worker %d (pid %d) exited unexpectedly with status %d", w.number, w.pid, code)
-        return sb.R_CRASHED
+                fleet.unlink(w)
 
     def sync_phases(self) -> None:
-        """Read what workers wrote in the scoreboard: a state no worker may write (in the phase
-        the master knows it in) gets that worker replaced, as a retiring one is."""
-        for w in list(self.workers.values()):
-            state = self.scoreboard.valid_state(w.slot)
-            if state == sb.STARTING and w.phase != "booting":
-                state = None  # only the master writes STARTING, before the worker runs
-            if state is None and w.phase != "draining" and not w.lied:
-                self.distrust(w)
-                continue
-            if w.lied:
-                continue
-            if w.phase == "booting" and state in (sb.IDLE, sb.BUSY, sb.RETIRING):
-                w.phase = "serving"
-                self.backoff.pop(w.number, None)
-                if w.predecessor is not None:
-                    old = w.predecessor
-                    self.drain_worker(old, old.reason)
-            if w.phase == "serving" and state == sb.RETIRING:
-                w.phase, w.reason = "retiring", self.scoreboard.read(w.slot).retire_reason
-            elif w.phase == "serving" and w.generation < self.generation:
-                w.phase, w.reason = "retiring", self.generation_reason
-
-    def distrust(self, w: WorkerInfo) -> None:
-        """w wrote garbage into its slot: replace it (a successor first when it served)."""
-        raw = self.scoreboard.state(w.slot)
-        w.lied = True
-        log.error("worker %d (pid %d) wrote an invalid state (%d) into its scoreboard slot; "
-                  "replacing it", w.number, w.pid, raw)
-        if w.phase == "booting":
-            self.unlink(w)
-            self.drain_worker(w, sb.R_BAD_REPORT)
-        elif w.phase == "serving" or (w.phase == "retiring" and w.successor is None):
-            w.phase, w.reason = "retiring", sb.R_BAD_REPORT
+        """Phases from what the workers wrote (serving, retiring; a liar is replaced)."""
+        self.act(self.fleet.sync(self.workers.values(), self.slots(), self.generation,
+                                 self.generation_reason, time.monotonic()))
 
     def manage(self) -> None:
         """Keep `target` workers serving; give every retiring worker a successor first."""
         self.sync_phases()
-        now = time.monotonic()
-        holders = {w.number: w for w in self.workers.values()
-                   if w.phase in ("serving", "retiring")
-                   or (w.phase == "booting" and w.predecessor is None)}
-        recycling = sum(1 for w in self.workers.values()
-                        if (w.phase == "booting" and w.predecessor is not None
-                            and w.predecessor.reason in LIMIT_REASONS)
-                        or (w.phase == "draining" and w.reason in LIMIT_REASONS))
-        for number in range(1, self.target + 1):
-            w = holders.get(number)
-            b = self.backoff.get(number)
-            if b is not None and now < b.not_before:
-                continue
-            if w is None:
-                self.spawn_worker(number)
-            elif w.phase == "retiring" and w.successor is None:
-                if w.reason in LIMIT_REASONS:
-                    if recycling >= self.config.max_recycling:
-                        continue
-                    recycling += 1
-                self.spawn_worker(number, predecessor=w)
-        for number, w in holders.items():
-            if number > self.target:
-                self.drain_worker(w, sb.R_SCALE_DOWN)
-        for w in list(self.workers.values()):
-            if w.phase == "booting" and now - w.spawned > BOOT_TIMEOUT:
-                log.error("worker %d (pid %d) did not start within %.0fs; killing it", w.number,
-                          w.pid, BOOT_TIMEOUT)
-                self.kill_worker(w, signal.SIGKILL)
-            elif w.phase == "draining" and now > w.deadline:
-                log.warning("worker %d (pid %d) still draining after graceful-timeout; killing it",
-                            w.number, w.pid)
-                self.kill_worker(w, signal.SIGKILL)
-                w.deadline = now + 5.0
+        self.act(self.fleet.manage(self.workers.values(), self.target, time.monotonic()))
 
     def murder(self) -> None:
         """request-timeout: a request (or a blocked hub) past the limit gets its worker killed,
-        after the worker logged every greenlet's stack.
-
-        What a worker writes can earn only its own end: the oldest request's start is held
-        within the worker's life, and silence is measured on the master's clock since the
-        heartbeat last changed."""
-        limit = self.config.request_timeout
-        now, wall = time.monotonic(), time.time()
-        for w in list(self.workers.values()):
-            slot = self.scoreboard.read(w.slot)
-            if slot.heartbeat != w.beat:
-                w.beat, w.beat_seen = slot.heartbeat, now
-            if not limit:
-                continue
-            if w.aborted:
-                if now > w.deadline:
-                    self.kill_worker(w, signal.SIGKILL)
-                continue
-            if w.phase not in ("serving", "retiring", "draining"):
-                continue
-            oldest = min(max(slot.oldest_request, w.spawned_wall), wall)
-            running = wall - oldest if slot.oldest_request else 0.0
-            silent = now - w.beat_seen
-            # A heartbeat that stopped means the hub itself is blocked (a CPU-bound request):
-            # an idle worker's hub always ticks.
-            if running > limit or silent > limit + 1.0:
-                log.error("worker %d (pid %d): a request has run for %.1fs (request-timeout "
-                          "%gs); the worker logs its stacks and is replaced", w.number, w.pid,
-                          max(running, silent), limit)
-                self.kill_worker(w, signal.SIGABRT)
-                if w.successor is not None:
-                    w.successor.predecessor = None
-                    w.successor = None
-                w.phase, w.reason, w.aborted = "draining", sb.R_TIMEOUT, True
-                w.deadline = now + ABORT_GRACE
+        after the worker logged every greenlet's stack."""
+        self.act(self.fleet.murder(self.workers.values(), self.slots(), time.monotonic(),
+                                   time.time()))
 
     def scale(self) -> None:
         """Between min-workers and max-workers: one more when all are busy for 3s, one less
         when two or more have been idle for 30s."""
-        lo, hi = self.config.min_workers, self.config.max_workers
-        if lo is None and hi is None:
-            return
-        serving = [self.scoreboard.read(w.slot) for w in self.workers.values()
-                   if w.phase == "serving"]
-        if not serving:
-            return
-        now = time.monotonic()
-        busy = sum(1 for s in serving if s.active)
-        if busy == len(serving):
-            self.busy_since = self.busy_since or now
-            if now - self.busy_since >= 3.0:
-                self.set_target(self.target + 1)
-                self.busy_since = None
-        else:
-            self.busy_since = None
-        if len(serving) - busy >= 2:
-            self.idle_since = self.idle_since or now
-            if now - self.idle_since >= 30.0:
-                self.set_target(self.target - 1)
-                self.idle_since = None
-        else:
-            self.idle_since = None
+        self.act(self.fleet.scale(self.workers.values(), self.slots(), self.target,
+                                  time.monotonic()))
 
     def set_target(self, n: int) -> None:
         lo = self.config.min_workers or 1
@@ -555,6 +384,7 @@ class Master:
             log.error("update: the new configuration cannot be applied; still serving the old "
                       "one:\n%s", e)
             return False, str(e)
+        self.fleet.limits = fleet.Limits.of(new)
         self.service.configure(new)
         self.generation += 1
         self.generation_reason = sb.R_UPDATE

@@ -148,7 +148,7 @@ def test_garbage_in_the_scoreboard_costs_at_most_the_liars_replacement(pyd_facto
     attacker, others = attack(p, port, pattern)
     # Garbage states, reasons and counters: the master stays up, says which worker lied, and
     # replaces that one only (its successor first).
-    p.wait_for_log(r"worker \d \(pid %d\) [^\n]*scoreboard" % attacker, timeout=15)
+    p.wait_for_log(rf"worker \d \(pid {attacker}\) [^\n]*scoreboard", timeout=15)
     wait_until(lambda: not p.alive(attacker), 15, "the lying worker gone")
     wait_until(lambda: len(p.workers()) == 2, 15, "its successor serving")
     assert_still_serving(p, port, others, attacker)
@@ -162,7 +162,7 @@ def test_zeroed_heartbeats_kill_only_the_silent_worker(pyd_factory, site):
     p.start()
     attacker, others = attack(p, port, "heartbeat")
     # Its own heartbeat stopped: the liar is taken for a blocked hub and replaced...
-    p.wait_for_log(r"worker \d \(pid %d\): [^\n]*request-timeout" % attacker, timeout=15)
+    p.wait_for_log(rf"worker \d \(pid {attacker}\): [^\n]*request-timeout", timeout=15)
     wait_until(lambda: not p.alive(attacker), 10, "the silent worker gone")
     wait_until(lambda: len(p.workers()) == 2, 15, "its successor serving")
     # ...and the honest ones, whose slots the attacker could not reach, keep beating.
