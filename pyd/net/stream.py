@@ -11,9 +11,10 @@ returns, and the socket's own read watcher calls back when bytes arrive, so a pa
 costs a watcher, not a greenlet. A send writes at once when the socket has room (the common
 case) and waits for room otherwise.
 
-TLS: a subclass over an SSL socket must say in `pending()` how many decrypted bytes its SSL
-object holds. A stream with pending bytes is never parked and never waits on the raw
-descriptor: the kernel has nothing more to say about bytes already read and decrypted.
+TLS: a subclass over an SSL socket sets `buffered` (every read tries the SSL object before
+waiting) and says in `pending()` how many decrypted bytes its SSL object holds. A stream with
+pending bytes is never parked and never waits on the raw descriptor: the kernel has nothing
+more to say about bytes already read and decrypted.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class Stream:
     the peer is gone, so each driver gets its own (HTTP and FastCGI raise wsgi.ClientGone).
     """
 
+    # Bytes may wait above the descriptor (an SSL object's): reads never skip trying first.
+    buffered = False
+
     # Thousands may sit parked in one worker: no per-instance __dict__.
     __slots__ = ("sock", "raw", "gone", "send_timeout", "reading", "read_deadline", "park_at",
                  "write_deadline", "parked", "_on_timeout", "_arg")
@@ -93,12 +97,25 @@ class Stream:
 
         `eager=False` always waits on the watcher, even with bytes there: between requests it
         lets every other connection have its turn first."""
-        if eager or self.pending():
+        raw = self.raw
+        if eager or self.buffered:
             try:
-                return self.raw.recv(RECV_SIZE)
+                return raw.recv(RECV_SIZE)
             except BlockingIOError:
                 pass
-        return self._wait_recv(reading, deadline, park_at)
+        # _wait_recv(), written out: this is the path of every keep-alive request
+        sock = self.sock
+        self.reading, self.read_deadline, self.park_at = reading, deadline, park_at
+        try:
+            while True:
+                sock._wait(sock._read_event)
+                try:
+                    return raw.recv(RECV_SIZE)
+                except BlockingIOError:
+                    continue
+        finally:
+            self.reading = ""
+            self.park_at = 0.0
 
     def recv_for(self, reading: str, timeout: float) -> bytes:
         """recv() with a deadline `timeout` seconds from now, computed only if it must wait."""
@@ -136,6 +153,12 @@ class Stream:
             return self.raw.recv(RECV_SIZE, _stdsocket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
             return None
+
+    def rearm(self, reading: str, deadline: float) -> None:
+        """A blocked read now waits for something else, until `deadline` (a FastCGI reader
+        that began to wait for a body, whose request is answered: it waits idle now)."""
+        if self.reading:
+            self.reading, self.read_deadline = reading, deadline
 
     def interrupt(self, exc: BaseException) -> None:
         """Wake a blocked read with `exc` (a drain ending an idle wait)."""

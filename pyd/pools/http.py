@@ -68,7 +68,8 @@ class HTTPServerPool(Pool):
                          buffer_size=s["client-body-buffer-size"],
                          temp_path=s["client-body-temp-path"],
                          errors=_APP_ERRORS)
-        self.site.request_started = self.request_started
+        if worker is not None:  # straight to the worker: this is on every request's path
+            self.site.request_started = worker.request_started
         self.site.request_finished = self.request_finished
         if self.access is not None:
             self.site.observe(self.access)
@@ -323,7 +324,9 @@ class HTTPConnection:
     # -- the writer: h1 framing onto the stream, for the exchange -------------------------------
 
     def respond(self, status: str, headers: list, body: bytes) -> None:
-        self._send(self.h1.respond(status, headers, body))
+        data = self.h1.respond(status, headers, body)
+        self.on_wire = True
+        self.stream.send(data)
 
     def start(self, status: str, headers: list, content_length: int | None) -> None:
         self._pending = self.h1.start_response(status, headers, content_length)

@@ -165,15 +165,6 @@ class Exchange:
         """The connection is over: drop the writer (it holds this exchange: a cycle)."""
         self.writer = self.pull = None
 
-    def _reset(self, method: str, client: str) -> None:
-        self.headers_sent = False
-        self.status = ""
-        self.bytes_in = self.bytes_out = 0
-        self.encoder = self.accept = None
-        self.method = method
-        self.client = client
-        self.location = ""
-
     # -- an HTTP request ------------------------------------------------------------------------
 
     def run(self, head) -> None:
@@ -181,8 +172,13 @@ class Exchange:
         site = self.site
         started = time.monotonic()
         token = site.request_started(head)
-        self._reset(head.method, self.remote_addr)  # or the X-Forwarded-For of a trusted proxy
-        path = ""
+        self.headers_sent = False
+        self.status = ""
+        self.bytes_in = self.bytes_out = 0
+        self.encoder = self.accept = None
+        self.method = head.method
+        self.client = self.remote_addr  # or the X-Forwarded-For of a trusted proxy
+        self.location = path = ""
         try:
             raw_path, query = split_target(head.target)
             try:
@@ -287,7 +283,8 @@ class Exchange:
         method = env.get("REQUEST_METHOD", "GET")
         uri = env.get("REQUEST_URI", "")
         token = site.request_started(f"{method} {uri} (FastCGI)")
-        self._reset(method, env.get("REMOTE_ADDR", ""))
+        self.method = method
+        self.client = env.get("REMOTE_ADDR", "")
         try:
             try:
                 app = self.cgi_environ(env)
