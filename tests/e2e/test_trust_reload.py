@@ -29,6 +29,22 @@ BROKEN = '''
 raise RuntimeError("broken at import")
 '''
 
+GOOD = '''
+import os
+
+import pyd
+
+
+class Good(pyd.AppInstance):
+    def init(self):
+        self.made_in = os.getpid()
+
+    def __call__(self, environ, start_response):
+        body = b"good, made in %d, served by %d" % (self.made_in, os.getpid())
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+'''
+
 
 def head(site: Path) -> str:
     return f"user root;\nworkers 2;\ncwd {site};\ngraceful-timeout 5s;\n"
@@ -61,6 +77,7 @@ BROKEN_CONFIGS = {"broken-app": (broken_app, "broken at import"),
 def site(tmp_path: Path) -> Path:
     (tmp_path / "hello.py").write_text(HELLO)
     (tmp_path / "broken.py").write_text(BROKEN)
+    (tmp_path / "good.py").write_text(GOOD)
     return tmp_path
 
 
@@ -113,14 +130,18 @@ def test_a_config_that_cannot_be_applied_changes_nothing(pyd_factory, site, kind
                "the killed worker replaced")
     assert http_get(a)[0] == 200
     assert "Traceback" not in p.log(), p.log()[-3000:]
-    # A good update afterwards is applied.
-    p.conf.write_text(p.conf.read_text().split("user root;")[0] + good(site, b))
+    # A good update afterwards is applied: the new port, and a privileged app made by the
+    # master and served by the new workers.
+    p.conf.write_text(p.conf.read_text().split("user root;")[0] + head(site)
+                      + "App:good { class good:Good; privileged; }\n"
+                      f"Pool:HTTPServer {{ listen 127.0.0.1:{b}; app good; access-log off; }}\n")
     proc = p.cli("update")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr + p.log()[-3000:]
     wait_port(b)
-    assert http_get(b)[0] == 200
+    status, _, body = http_get(b)
+    assert status == 200 and body.startswith(b"good, made in %d" % p.master_pid), body
+    assert int(body.split()[-1]) in p.workers()
     wait_until(lambda: refused(a), 10, "the old listener closed")
-    assert http_get(b)[2].split()[-1].decode() in map(str, p.workers())
 
 
 def test_a_broken_privileged_app_at_start_is_one_clear_error(pyd_factory, site):
