@@ -204,7 +204,9 @@ def make(pyd_factory, venv_python, base):
         made.append(p)
         return p
 
-    return build
+    yield build
+    for p in made:  # before `base` goes: a master stopping still writes its log there
+        p.cleanup()
 
 
 def site_config(trap: Trap, port: int, extra: str = "") -> str:
