@@ -2,27 +2,37 @@
 reach, as an attacker would; the master survives, keeps serving and logging, and a worker can
 earn at most its own replacement.
 
-The attacking app does not rely on pyd's names: it finds every shared, writable mapping of its
-own process in /proc/self/maps and scribbles over it with ctypes, and silences the honest
-reports of its worker so that its lie stays in place.
+The attacking app finds the shared memory two ways: every shared, writable mapping of its own
+process in /proc/self/maps, written with ctypes (where the workers' user can import it), and
+every mmap object reachable from the garbage collector. It silences the honest reports of its
+worker so that its lie stays in place. Workers run as root and, where the tests run as root, as
+nobody (who can import only what the master preloaded).
 """
 
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
 import time
 from pathlib import Path
 
 import pytest
-from harness import free_port, http_get, wait_until
+from harness import free_port, http_get, wait_until, world_readable_dir
 
 pytestmark = pytest.mark.e2e
 
 ATTACKER = r'''
-import ctypes
 import gc
+import mmap
 import os
 
 import gevent
+
+try:
+    import ctypes
+except Exception:  # nobody may not read this interpreter's library: only preloaded modules
+    ctypes = None
 
 PATTERNS = {"random": None, "zero": b"\0", "ones": b"\xff"}
 
@@ -30,7 +40,11 @@ PATTERNS = {"random": None, "zero": b"\0", "ones": b"\xff"}
 def shared_mappings():
     """(address, length) of every shared writable mapping of this process."""
     out = []
-    with open("/proc/self/maps") as f:
+    try:
+        f = open("/proc/self/maps")
+    except OSError:  # a process that changed its uid is not dumpable: /proc/self is root's
+        return out
+    with f:
         for line in f:
             fields = line.split()
             if len(fields) >= 2 and fields[1].startswith("rw") and fields[1][3] == "s":
@@ -39,16 +53,44 @@ def shared_mappings():
     return out
 
 
-def scribble(pattern):
-    for start, length in shared_mappings():
-        if pattern == "heartbeat":  # zero the heartbeat of every slot it can reach
-            from pyd.ipc import scoreboard as sb
+def mmaps():
+    """Every open mmap object referred to by an attribute or a list the collector knows."""
+    found = {}
+    for obj in gc.get_objects():
+        try:
+            values = list(obj if isinstance(obj, list) else vars(obj).values())
+        except Exception:
+            continue
+        for v in values:
+            if isinstance(v, mmap.mmap) and not v.closed:
+                found[id(v)] = v
+    return list(found.values())
 
+
+def garbage(pattern, length):
+    return os.urandom(length) if PATTERNS[pattern] is None else PATTERNS[pattern] * length
+
+
+def scribble(pattern):
+    from pyd.ipc import scoreboard as sb
+
+    for m in mmaps():
+        try:
+            if pattern == "heartbeat":  # zero the heartbeat of every slot it can reach
+                for off in range(0, len(m) - sb.SLOT_SIZE + 1, sb.SLOT_SIZE):
+                    m[off + sb._OFF_HEARTBEAT:off + sb._OFF_HEARTBEAT + 16] = bytes(16)
+            else:
+                m[:] = garbage(pattern, len(m))
+        except (TypeError, ValueError):  # read-only, or closed meanwhile
+            pass
+    if ctypes is None:
+        return
+    for start, length in shared_mappings():
+        if pattern == "heartbeat":
             for off in range(0, length - sb.SLOT_SIZE + 1, sb.SLOT_SIZE):
                 ctypes.memset(start + off + sb._OFF_HEARTBEAT, 0, 16)
-            continue
-        data = os.urandom(length) if PATTERNS[pattern] is None else PATTERNS[pattern] * length
-        ctypes.memmove(start, data, length)
+        else:
+            ctypes.memmove(start, garbage(pattern, length), length)
 
 
 def silence_the_worker():
@@ -88,8 +130,8 @@ def app(environ, start_response):
 '''
 
 
-def config(port: int, directory: Path, extra: str = "") -> str:
-    return (f"user root;\nworkers 2;\ncwd {directory};\ngraceful-timeout 3s;\n{extra}\n"
+def config(port: int, directory: Path, extra: str = "", user: str = "root") -> str:
+    return (f"user {user};\nworkers 2;\ncwd {directory};\ngraceful-timeout 3s;\n{extra}\n"
             f"Pool:HTTPServer {{ listen 127.0.0.1:{port}; app attacker:app; access-log off; }}\n")
 
 
@@ -97,6 +139,36 @@ def config(port: int, directory: Path, extra: str = "") -> str:
 def site(tmp_path: Path) -> Path:
     (tmp_path / "attacker.py").write_text(ATTACKER)
     return tmp_path
+
+
+USERS = ["root", pytest.param("nobody", marks=pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root to run workers as nobody"))]
+
+
+@pytest.fixture
+def make(pyd_factory, tmp_path: Path):
+    """make(user, extra) -> (pyd, port): two workers running the attacker as `user`."""
+    made = []
+
+    def start(user: str, extra: str = ""):
+        # As nobody: a directory nobody can read, removed after the test.
+        site = tmp_path if user == "root" else world_readable_dir()
+        (site / "attacker.py").write_text(ATTACKER)
+        (site / "attacker.py").chmod(0o644)
+        port = free_port()
+        p = pyd_factory(config(port, site, extra, user), directory=site / "pyd")
+        made.append((p, site))
+        p.start()
+        if user != "root":
+            uid = pwd.getpwnam(user).pw_uid
+            assert all(p.ids(w)[0] == uid for w in p.workers())
+        return p, port
+
+    yield start
+    for p, site in made:
+        p.cleanup()
+        if site != tmp_path:
+            shutil.rmtree(site, ignore_errors=True)
 
 
 def pid_of(port: int, path: str = "/") -> int:
@@ -139,12 +211,10 @@ def test_a_retire_reason_out_of_range_costs_one_replacement(pyd_factory, site):
     assert "bad-report 1" in p.fullstatus().split("restarts by reason:")[1]
 
 
+@pytest.mark.parametrize("user", USERS)
 @pytest.mark.parametrize("pattern", ["random", "ones", "zero"])
-def test_garbage_in_the_scoreboard_costs_at_most_the_liars_replacement(pyd_factory, site,
-                                                                       pattern):
-    port = free_port()
-    p = pyd_factory(config(port, site, "request-timeout 30s;"))
-    p.start()
+def test_garbage_in_the_scoreboard_costs_at_most_the_liars_replacement(make, pattern, user):
+    p, port = make(user, "request-timeout 30s;")
     attacker, others = attack(p, port, pattern)
     # Garbage states, reasons and counters: the master stays up, says which worker lied, and
     # replaces that one only (its successor first).
@@ -156,10 +226,9 @@ def test_garbage_in_the_scoreboard_costs_at_most_the_liars_replacement(pyd_facto
     assert sorted(int(r[1]) for r in rows) == p.workers(), rows
 
 
-def test_zeroed_heartbeats_kill_only_the_silent_worker(pyd_factory, site):
-    port = free_port()
-    p = pyd_factory(config(port, site, "request-timeout 1s;"))
-    p.start()
+@pytest.mark.parametrize("user", USERS)
+def test_zeroed_heartbeats_kill_only_the_silent_worker(make, user):
+    p, port = make(user, "request-timeout 1s;")
     attacker, others = attack(p, port, "heartbeat")
     # Its own heartbeat stopped: the liar is taken for a blocked hub and replaced...
     p.wait_for_log(rf"worker \d \(pid {attacker}\): [^\n]*request-timeout", timeout=15)
