@@ -33,7 +33,24 @@ def compress_file(path: str, method: str) -> str:
     """Compress `path` beside itself and remove it; returns the compressed file's name."""
     dst = path + SUFFIX[method]
     tmp = dst + ".tmp"
-    with open(path, "rb") as src, open(tmp, "wb") as raw:
+    # Root does this in a directory the workers' user may be able to write: nothing here may
+    # follow a link planted there. The rotated copy is opened without following one; the
+    # temporary file is made anew (O_EXCL: a planted file or link there is removed first, never
+    # written through) and its mode set on the descriptor.
+    try:
+        os.unlink(tmp)  # a leftover of a crash, or something planted: unlink does not follow
+    except FileNotFoundError:
+        pass
+    src_fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        mode = stat.S_IMODE(os.fstat(src_fd).st_mode)
+        raw_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600)
+    except BaseException:
+        os.close(src_fd)
+        raise
+    os.fchmod(raw_fd, mode)
+    with os.fdopen(src_fd, "rb") as src, os.fdopen(raw_fd, "wb") as raw:
         if method == "gzip":
             with gzip.GzipFile(os.path.basename(path), "wb", 6, raw) as out:
                 shutil.copyfileobj(src, out, CHUNK)
@@ -42,7 +59,6 @@ def compress_file(path: str, method: str) -> str:
 
             zstandard.ZstdCompressor(level=3).copy_stream(src, raw, read_size=CHUNK,
                                                           write_size=CHUNK)
-    os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
     os.rename(tmp, dst)
     os.unlink(path)
     return dst
