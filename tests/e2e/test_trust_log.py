@@ -288,3 +288,58 @@ def test_no_worker_reads_another_workers_lines(attacked):
     assert not stolen["secret"], stolen
     assert arrived, f"{len(lines)} of 40 lines arrived; the thief read {stolen['bytes']} bytes"
     assert_everyone_logs(p, workers, "after")
+
+
+def unix_sockets(pid: int, kind: str) -> set[int]:
+    """Inodes of the unix sockets of a kind (/proc/net/unix: 0005 seqpacket) a process holds."""
+    of_kind = set()
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[4] == kind:
+            of_kind.add(int(fields[6]))
+    held = set()
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            held.add(int(target[8:-1]))
+    return held & of_kind
+
+
+def test_each_child_holds_one_channel_end_its_own(pyd_factory, tmp_path):
+    """The workers and the service: one end each, shared with no other process of pyd's (the
+    master holds the other ends), through a reload that replaces every worker."""
+    user = "nobody" if os.geteuid() == 0 else "root"
+    d = world_readable_dir() if user == "nobody" else tmp_path
+    (d / "attacker.py").write_text(ATTACKER)
+    (d / "attacker.py").chmod(0o644)
+    port = free_port()
+    p = pyd_factory(f"user {user};\nworkers 3;\ncwd {d};\n"
+                    f"Pool:HTTPServer {{ listen 127.0.0.1:{port}; app attacker:app; }}\n"
+                    "Process:idle { command \"sh -c 'exec sleep 1000'\"; }\n",
+                    directory=tmp_path / "p")
+    p.start()
+    old: set[int] = set()
+    for generation in range(3):
+        def replaced(old=old):
+            now = set(p.workers())
+            return len(now) == 3 and not now & old and sorted(now)
+
+        workers = wait_until(replaced, 30, "three workers, none of the generation before")
+        children = [*workers, p.service()]
+        ends = {c: unix_sockets(c, "0005") for c in children}
+        master = unix_sockets(p.master_pid, "0005")
+        for child, held in ends.items():
+            assert len(held) == 1, (p.title(child), held)
+            assert not held & master, p.title(child)
+            assert all(not held & other for c, other in ends.items() if c != child)
+        assert len(master) >= len(children) + 1  # a channel each, and the master's own
+        if not generation:
+            first = len(os.listdir(f"/proc/{p.master_pid}/fd"))
+        else:  # the channels of the workers gone are closed: no more descriptors than before
+            wait_until(lambda first=first: len(os.listdir(f"/proc/{p.master_pid}/fd")) <= first,
+                       30, "the master's descriptors back to their number")
+        old = set(workers)
+        p.cli("reload", check=True)
