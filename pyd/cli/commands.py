@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import select
 import sys
 import time
 
 from pyd.cli.errors import EXIT_FAIL, EXIT_OK, Failure
-from pyd.config import Config, ConfigError, load
+from pyd.config import Config, ConfigError, Override, load
 from pyd.cli.configtest import config_path, load_or_fail
 from pyd.ipc.control import ControlError, request, socket_path
 from pyd.ipc.signals import FAST, GRACEFUL, HARD, STOPS
@@ -141,10 +142,11 @@ def _config_for_control(args: argparse.Namespace, quiet: bool = False) -> Config
     """The config, for its pidfile and socket; a broken one must not stop `pyd stop`.
 
     When the file has errors, its `pidfile` and `control-socket` are still taken if they can
-    be read, so the running master is found (and, for `update`, tells what is wrong).
+    be read, so the running master is found (and, for `update`, tells what is wrong): from the
+    parsed file when only its meaning is wrong, else line by line (`found_paths`), whatever
+    syntax error the rest of the file has.
     """
-    from pyd.config.language import parse_text
-    from pyd.config.loader import Source, load_file
+    from pyd.config.loader import load_file
     from pyd.config.validate import build
 
     path = config_path(args)
@@ -158,7 +160,44 @@ def _config_for_control(args: argparse.Namespace, quiet: bool = False) -> Config
                  and n.key in ("pidfile", "control-socket")]
         return build(nodes, path, args.overrides)
     except ConfigError:
-        return build(parse_text(Source(path, "")), path, args.overrides)
+        pass
+    found = [Override(name, value, "config file", name)
+             for name, value in found_paths(path).items()]
+    try:
+        return build([], path, [*found, *args.overrides])
+    except ConfigError:
+        return build([], path, args.overrides)
+
+
+_PATH_LINE = re.compile(r"""^[ \t]*(pidfile|control-socket)(?:[ \t]*:[ \t]*|[ \t]+)
+                            ("[^"\n]*"|'[^'\n]*'|[^\s;#"']+)[ \t]*(;|\#|$)""", re.M | re.X)
+_INCLUDE_LINE = re.compile(r"^[ \t]*include[ \t]+([^;#\n]+);", re.M)
+
+
+def found_paths(path: str, _depth: int = 0) -> dict[str, str]:
+    """`pidfile` and `control-socket` as the lines of a config (and the files it includes)
+    say, absolute, without parsing the rest: a syntax error elsewhere must not hide them.
+    Values with ${VARIABLES} are left out; the last one found wins, as when loading."""
+    import glob
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read(1 << 20)
+    except OSError:
+        return {}
+    base = os.path.dirname(os.path.abspath(path))
+    found: dict[str, str] = {}
+    if path.endswith((".conf", ".cfg")) or not path.endswith((".yaml", ".yml")):
+        for m in _INCLUDE_LINE.finditer(text):
+            if _depth < 4 and "$" not in m.group(1):
+                pattern = os.path.join(base, m.group(1).strip().strip("\"'"))
+                for name in sorted(glob.glob(pattern)):
+                    found.update(found_paths(name, _depth + 1))
+    for m in _PATH_LINE.finditer(text):
+        value = m.group(2).strip("\"'")
+        if value and "$" not in value:
+            found[m.group(1)] = os.path.normpath(os.path.join(base, value))
+    return found
 
 
 def _running(config: Config) -> int:
