@@ -22,6 +22,7 @@ from pyd.system.daemon import PidfileError, check_writable, running_pid
 
 EXIT_NOT_RUNNING = 3  # `status` when pyd is not running, as LSB init scripts expect
 START_TIMEOUT = 120.0
+UPGRADE_HANDOVER = 30.0  # past graceful-timeout: the old master exits, the new one locks
 
 
 def _say(message: str) -> None:
@@ -294,7 +295,35 @@ def update(args: argparse.Namespace) -> int:
 
 
 def upgrade(args: argparse.Namespace) -> int:
-    return _simple(args, "upgrade", timeout=None)
+    """Returns once the new master holds the pidfile and answers on the control socket, so
+    `pyd upgrade && pyd status` sees it; the old one drains its workers first."""
+    config = _config_for_control(args)
+    old = _running(config)
+    answer = _control(config, "upgrade", timeout=None)
+    if not answer.get("ok"):
+        print(f"pyd: {answer.get('message', 'upgrade failed')}", file=sys.stderr)
+        return EXIT_FAIL
+    deadline = time.monotonic() + config.graceful_timeout + UPGRADE_HANDOVER
+    new, said = None, False
+    while time.monotonic() < deadline:
+        holder = running_pid(config.pidfile)
+        try:
+            pid = request(socket_path(config), "status", timeout=5.0)["data"]["pid"]
+        except (ControlError, KeyError, TypeError):
+            pid = None
+        if pid and pid != old:
+            new = pid
+            if holder == pid:
+                _say(answer.get("message") or f"upgraded: the new master is pid {pid}")
+                return EXIT_OK
+            if not said:
+                _say(f"the new master (pid {pid}) serves; the old one (pid {old}) drains its "
+                     "workers, then hands over the pidfile")
+                said = True
+        time.sleep(0.05)
+    who = f"the new master (pid {new})" if new else "a new master"
+    raise Failure(f"{who} did not take over the pidfile {config.pidfile} and the control "
+                  f"socket in time; see the log {config.log_file}")
 
 
 def reopenlog(args: argparse.Namespace) -> int:

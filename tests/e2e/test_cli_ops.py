@@ -85,3 +85,24 @@ def test_found_paths_reads_only_the_lines_it_needs(tmp_path):
     yaml = tmp_path / "pyd.yaml"
     yaml.write_text("pidfile: /srv/run/pyd.pid\nworkers: [\n")
     assert found_paths(str(yaml)) == {"pidfile": "/srv/run/pyd.pid"}
+
+
+# -- upgrade returns once the new master answers -------------------------------------------------
+
+def test_upgrade_then_status_finds_the_new_master_three_times_out_of_three(running):
+    p = running
+    for _ in range(3):
+        before = p.master_pid
+        up = p.cli("upgrade")
+        assert up.returncode == 0, up.stdout + up.stderr
+        # What `pyd upgrade && pyd status` runs, with nothing in between.
+        status = p.cli("status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        m = re.search(r"pyd is running \(pid (\d+)", status.stdout)
+        assert m, status.stdout
+        new = int(m.group(1))
+        assert new != before
+        assert int(p.pidfile.read_text().split()[0]) == new
+        p.master_pid = new
+        p.started.append(new)
+        assert http_get(p.port)[0] == 200
