@@ -17,8 +17,9 @@ the answer (501 for a well-formed unknown method, else 400) waits for the byte a
 And httptools buffers a header field until it ends, so a head still incomplete after
 HEAD_SLACK bytes more than the limits allow is refused with 431 (counted in whole reads).
 A request line without a version (HTTP/0.9) would leave llhttp waiting for a blank line that
-an HTTP/0.9 client never sends: a read that ends right after such a line is answered 505 at
-once, as it would be had the blank line come in the same read.
+an HTTP/0.9 client never sends: a read that ends after such a line is answered 505 at once, as
+it would be had the blank line come in the same read; and an error later in that head is 505
+too, as it would be had the read ended with the line.
 
 httptools parses everything it is fed at once, so pipelined requests arrive as a queue of
 events: `Request`, then `Data` chunks of its body, then `END`. A parse error is queued where it
@@ -268,7 +269,7 @@ class H1Connection:
         except httptools.HttpParserUpgrade:
             self._upgrade()
         except httptools.HttpParserCallbackError:
-            self._fail(self._pending)
+            self._fail(self._versionless_failure(data) or self._pending)
         except httptools.HttpParserInvalidMethodError:
             self._unknown_method(data)
         except httptools.HttpParserInvalidURLError:
@@ -277,7 +278,8 @@ class H1Connection:
             if self._parser.get_method() == b"PRI":  # the HTTP/2 connection preface
                 self._fail(ProtocolError(505, "HTTP/2.0 is not supported"))
             else:
-                self._fail(ProtocolError(400, str(e) or "malformed request"))
+                self._fail(self._versionless_failure(data)
+                           or ProtocolError(400, str(e) or "malformed request"))
         else:
             if self._fresh:
                 self._carry = b""
@@ -299,6 +301,29 @@ class H1Connection:
             self._head_read += len(data)
             if self._head_read > self._head_limit:
                 self._fail(ProtocolError(431, "request header fields too large"))
+
+    def _versionless_failure(self, data: bytes) -> ProtocolError | None:
+        """505 for an error in a head after a request line without a version (as a read that
+        ended with that line gets), if its line was not looked at yet; else None.
+
+        The line is found as in _versionless, in what was read, and replayed alone: it must
+        parse without an error, so that the error came after it."""
+        if not (self._in_head and self._line_open) or self._carry is None:
+            return None
+        stream = self._carry + data
+        start = self._line_start
+        if start < 0:
+            start = 0 if self._begun == 1 else _request_start(stream)
+        while stream[start:start + 1] in (b"\r", b"\n"):
+            start += 1
+        end = stream.find(b"\n", start)
+        if end < 0 or stream.count(b" ", start, end) != 1:
+            return None
+        try:
+            httptools.HttpRequestParser(_Counter()).feed_data(stream[start:end + 1])
+        except httptools.HttpParserError:
+            return None
+        return ProtocolError(505, "HTTP/0.9 is not supported")
 
     def _versionless(self, stream: bytes, data: bytes) -> bool:
         """Whether the request line, once a read ended it, lacks a version (HTTP/0.9).
@@ -433,6 +458,7 @@ class H1Connection:
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > self.limits.max_request_line:
+            self._line_open = False  # refused before its line ended, however it was split
             self._raise(ProtocolError(414, "request-target too long"))
 
     def on_header(self, name: bytes, value: bytes) -> None:

@@ -222,6 +222,7 @@ MALFORMED = [
     ("http-2-preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
     ("http-0.9-line", b"GET /\r\n", 505),  # no version: answered without the blank line
     ("http-0.9-with-fields", b"GET /x\r\n" + H + b"\r\n", 505),
+    ("http-0.9-then-bad-field", b"POST /!HTTP/1.1\r\n\x00ost: x\r\n\r\n", 505),  # as if split
     ("expect-unknown", b"GET / HTTP/1.1\r\n" + H + b"Expect: something\r\n\r\n", 417),
     ("expect-list", b"GET / HTTP/1.1\r\n" + H + b"Expect: 100-continue, x\r\n\r\n", 417),
 ]
