@@ -48,6 +48,7 @@ def start(args: argparse.Namespace) -> int:
 
     upgrade_fd = os.environ.pop(UPGRADE_FD_ENV, None)
     config = load_or_fail(args)
+    blocked = ""
     if upgrade_fd is None:
         pid = running_pid(config.pidfile)
         if pid:
@@ -59,6 +60,7 @@ def start(args: argparse.Namespace) -> int:
             raise Failure(str(e)) from None
         if identity.warning:
             print(f"pyd: warning: {identity.warning}", file=sys.stderr)
+        blocked = _unreadable(config, identity)
     if upgrade_fd is not None:
         os.environ[UPGRADE_FD_ENV] = upgrade_fd  # boot reads it: the pidfile may still be held
     foreground = args.foreground or config.verbose_tty or upgrade_fd is not None
@@ -68,12 +70,25 @@ def start(args: argparse.Namespace) -> int:
                         tty=config.verbose_tty)
         code = master.run()
         if code and master.start_error:
-            print(f"pyd: start failed:\n{master.start_error}", file=sys.stderr)
+            print(f"pyd: start failed:\n{master.start_error}{blocked}", file=sys.stderr)
         return code
-    return _start_daemon(config, args)
+    return _start_daemon(config, args, blocked)
 
 
-def _start_daemon(config: Config, args: argparse.Namespace) -> int:
+def _unreadable(config: Config, identity) -> str:
+    """Checked before the master forks a worker: what the workers' user cannot read of the
+    interpreter, its site-packages, `cwd` and `pythonpath`, told with a failed start (where a
+    worker's "No module named ..." would say nothing of it). Modules the master preloaded
+    need no reading, so it is no error by itself."""
+    from pyd.system.readable import unreadable, worker_paths
+
+    if not identity.switch:
+        return ""
+    lines = unreadable(worker_paths(config), identity.uid, identity.gid, identity.name)
+    return "".join(f"\n{line} (the workers import from there)" for line in lines)
+
+
+def _start_daemon(config: Config, args: argparse.Namespace, blocked: str = "") -> int:
     from pyd.system.daemon import daemon_context
     from pyd.master.arbiter import Master
 
@@ -104,7 +119,7 @@ def _start_daemon(config: Config, args: argparse.Namespace) -> int:
         _say(f"started (pid {master_pid}, {workers} workers, config {config.path})")
         return EXIT_OK
     if answer.startswith("ERROR "):
-        print(f"pyd: start failed:\n{answer[6:]}", file=sys.stderr)
+        print(f"pyd: start failed:\n{answer[6:]}{blocked}", file=sys.stderr)
     else:
         print(f"pyd: the master exited while starting; see the log {config.log_file}",
               file=sys.stderr)

@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
             problems.append(Problem(str(e), pos))
         else:
-            problems += check_imports(config, config.user, config.group)
+            failed = check_imports(config, config.user, config.group)
+            problems += failed + (unreadable_problems(config, identity) if failed else [])
         from pyd.master.boot import socket_owner_problems  # what start and update refuse
 
         problems += socket_owner_problems(config)
@@ -77,6 +78,20 @@ def run(args: argparse.Namespace) -> int:
         print(settings_table(config))
     say(f"configuration file {path} test is successful")
     return EXIT_OK
+
+
+def unreadable_problems(config: Config, identity) -> list:
+    """Why an import failed when the workers' user cannot read the interpreter, its
+    site-packages, `cwd` or `pythonpath`: one Problem per path, at `user`."""
+    from pyd.config.errors import Problem
+    from pyd.system.readable import unreadable, worker_paths
+
+    if not identity.switch:
+        return []
+    pos = config.settings.origin("user").pos
+    return [Problem(f"{line} (the workers import from there)", pos)
+            for line in unreadable(worker_paths(config), identity.uid, identity.gid,
+                                   identity.name)]
 
 
 def settings_table(config: Config) -> str:

@@ -106,3 +106,85 @@ def test_upgrade_then_status_finds_the_new_master_three_times_out_of_three(runni
         p.master_pid = new
         p.started.append(new)
         assert http_get(p.port)[0] == 200
+
+
+# -- a workers' user who cannot read the virtualenv ----------------------------------------------
+
+@pytest.fixture
+def hidden_venv():
+    """A virtualenv under a 0700 directory of root's, with a package the app needs in it."""
+    top = Path(tempfile.mkdtemp(prefix="pyd-hidden-"))  # mkdtemp: mode 0700, owned by root
+    venv = top / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
+                    str(venv)], check=True, timeout=60)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "fakeflask").mkdir()
+    (site / "fakeflask" / "__init__.py").write_text("def hello():\n    return b'hi'\n")
+    (site / "pyd-repo.pth").write_text(str(REPO) + "\n")
+    app = Path(tempfile.mkdtemp(prefix="pyd-app-"))
+    app.chmod(0o755)
+    (app / "shop.py").write_text(
+        "import fakeflask\n\ndef app(environ, start_response):\n"
+        "    start_response('200 OK', [])\n    return [fakeflask.hello()]\n")
+    (app / "shop.py").chmod(0o644)
+    yield top, venv, app
+    shutil.rmtree(top, ignore_errors=True)
+    shutil.rmtree(app, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run workers as nobody")
+def test_a_venv_nobody_cannot_read_is_named_with_the_directory_that_stops_it(hidden_venv):
+    top, venv, app = hidden_venv
+    assert (top.stat().st_mode & 0o777) == 0o700
+    pwd.getpwnam("nobody")
+    port = free_port()
+    conf = app / "pyd.conf"
+    conf.write_text(f"user nobody;\nworkers 1;\ncwd {app};\npidfile {app}/run/pyd.pid;\n"
+                    f"log-file {app}/log/pyd.log;\n"
+                    f"Pool:HTTPServer {{ listen 127.0.0.1:{port}; app shop:app; }}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYD_", "PYTHON"))}
+    python = str(venv / "bin" / "python")
+    why = f"user nobody cannot read {venv}"
+    stop = f"{top} is drwx------ root:root, no search (x) permission for it"
+
+    test = subprocess.run([python, "-m", "pyd", "configtest", "-q", "-c", str(conf)],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert test.returncode == 1
+    assert "No module named 'fakeflask'" in test.stderr, test.stderr
+    assert why in test.stderr and stop in test.stderr, test.stderr
+
+    start = subprocess.run([python, "-m", "pyd", "start", "-c", str(conf)],
+                           capture_output=True, text=True, env=env, timeout=90)
+    try:
+        assert start.returncode == 1, start.stdout + start.stderr
+        assert "fakeflask" in start.stderr, start.stderr
+        assert why in start.stderr and stop in start.stderr, start.stderr
+    finally:
+        if start.returncode == 0:
+            subprocess.run([python, "-m", "pyd", "stop", "-c", str(conf)], env=env, timeout=60)
+
+
+def test_denied_names_the_first_directory_that_stops_a_user():
+    from pyd.system.readable import denied
+
+    tmp_path = Path(tempfile.mkdtemp(prefix="pyd-readable-", dir="/tmp"))
+    try:
+        _denied_cases(denied, tmp_path)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _denied_cases(denied, tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    (locked / "lib").mkdir(parents=True)
+    locked.chmod(0o711)  # search, no read: the path inside is reachable
+    (locked / "lib").chmod(0o755)
+    tmp_path.chmod(0o755)
+    other = 65534 if os.geteuid() != 65534 else 65533
+    assert denied(str(locked / "lib"), other, {other}) is None
+    locked.chmod(0o700)
+    assert denied(str(locked / "lib"), other, {other}).startswith(f"{locked} is drwx------")
+    assert denied(str(locked / "lib"), os.geteuid(), set()) is None  # the owner
+    (locked / "lib").chmod(0o700)
+    locked.chmod(0o755)
+    assert "no read permission" in denied(str(locked / "lib"), other, {other})
