@@ -289,9 +289,11 @@ def restart(args: argparse.Namespace) -> int:
     return start(args)
 
 
-def _simple(args: argparse.Namespace, cmd: str, timeout: float | None = None) -> int:
-    config = _config_for_control(args, quiet=cmd == "update")
-    _running(config)
+def _simple(args: argparse.Namespace, cmd: str, timeout: float | None = None,
+            config: Config | None = None) -> int:
+    if config is None:
+        config = _config_for_control(args, quiet=cmd == "update")
+        _running(config)
     answer = _control(config, cmd, timeout=timeout)
     if not answer.get("ok"):
         print(f"pyd: {answer.get('message', cmd + ' failed')}", file=sys.stderr)
@@ -302,7 +304,37 @@ def _simple(args: argparse.Namespace, cmd: str, timeout: float | None = None) ->
 
 
 def reload(args: argparse.Namespace) -> int:
-    return _simple(args, "reload", timeout=None)
+    """New workers on the loaded config; never silently beside a config file edited since."""
+    config = _config_for_control(args)
+    _running(config)
+    stale = _edited_since_loaded(args, config)
+    if stale:
+        print(f"pyd: warning: {stale}", file=sys.stderr)
+    return _simple(args, "reload", timeout=None, config=config)
+
+
+def _edited_since_loaded(args: argparse.Namespace, config: Config) -> str | None:
+    """What to say when the config file on disk is not the configuration the master runs."""
+    from pyd.cli.main import _overrides
+
+    try:
+        data = request(socket_path(config), "status", timeout=10.0)["data"]
+        digest = data["config_digest"]
+        overrides = _overrides(data.get("overrides", []))
+    except Exception:
+        return None  # an older master, or none to ask: reload itself will tell
+    path = config_path(args)
+    try:
+        on_disk = load(path, overrides)
+    except ConfigError as e:
+        return (f"{path} has errors ({e.first.message}): reload keeps the configuration pyd "
+                f"runs; `pyd configtest` shows them, `pyd update` applies the file once valid")
+    from pyd.ipc.configdigest import config_digest
+
+    if config_digest(on_disk) != digest:
+        return (f"{path} differs from the configuration pyd runs: reload replaces the workers "
+                f"on the running configuration; `pyd update` applies the file")
+    return None
 
 
 def update(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import time
 
 import gevent
 
+from pyd.ipc.configdigest import config_digest
 from pyd.version import __version__
 
 
@@ -16,7 +17,9 @@ def cmd_status(m, args, progress) -> dict:
     return {"ok": True, "data": {
         "pid": m.pid, "uptime": time.time() - m.started, "config": m.config.path,
         "workers": sum(1 for w in m.workers.values() if w.phase in ("serving", "retiring")),
-        "target": m.target, "version": __version__}}
+        "target": m.target, "version": __version__,
+        # What `pyd reload` compares the file on disk with (the master never parses it).
+        "config_digest": config_digest(m.config), "overrides": list(m.argv_overrides)}}
 
 
 def cmd_fullstatus(m, args, progress) -> dict:

@@ -188,3 +188,22 @@ def _denied_cases(denied, tmp_path: Path) -> None:
     (locked / "lib").chmod(0o700)
     locked.chmod(0o755)
     assert "no read permission" in denied(str(locked / "lib"), other, {other})
+
+
+# -- reload beside an edited config ---------------------------------------------------------------
+
+def test_reload_says_when_the_file_on_disk_is_not_the_running_config(running):
+    p = running
+    same = p.cli("reload")
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "differs" not in same.stderr and "pyd update" not in same.stderr, same.stderr
+    p.conf.write_text(p.conf.read_text().replace("workers 2;", "workers 3;"))
+    edited = p.cli("reload")
+    assert edited.returncode == 0, edited.stdout + edited.stderr
+    assert f"{p.conf} differs from the configuration pyd runs" in edited.stderr, edited.stderr
+    assert "`pyd update` applies the file" in edited.stderr
+    assert "2 workers replaced" in edited.stdout  # still the loaded config's two
+    p.conf.write_text(p.conf.read_text() + "workers;\n")
+    broken = p.cli("reload")
+    assert broken.returncode == 0, broken.stdout + broken.stderr
+    assert "has errors" in broken.stderr and "pyd update" in broken.stderr, broken.stderr
