@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import select
 import sys
 import time
 
 from pyd.cli.errors import EXIT_FAIL, EXIT_OK, Failure
 from pyd.config import Config, ConfigError, Override, load
 from pyd.cli.configtest import config_path, load_or_fail
+from pyd.ipc import startline
 from pyd.ipc.control import ControlError, request, socket_path
 from pyd.ipc.signals import FAST, GRACEFUL, HARD, STOPS
 from pyd.system.daemon import PidfileError, check_writable, running_pid
@@ -65,6 +65,11 @@ def start(args: argparse.Namespace) -> int:
         os.environ[UPGRADE_FD_ENV] = upgrade_fd  # boot reads it: the pidfile may still be held
     foreground = args.foreground or config.verbose_tty or upgrade_fd is not None
     if foreground:
+        if upgrade_fd is None:
+            _say(f"starting in the foreground (config {config.path})")
+            for line in where(config):
+                _say(line)
+            sys.stdout.flush()
         master = Master(config, args.overrides, _argv_overrides(args),
                         ready_fd=int(upgrade_fd) if upgrade_fd else None,
                         tty=config.verbose_tty)
@@ -73,6 +78,19 @@ def start(args: argparse.Namespace) -> int:
             print(f"pyd: start failed:\n{master.start_error}{blocked}", file=sys.stderr)
         return code
     return _start_daemon(config, args, blocked)
+
+
+def where(config: Config) -> list[str]:
+    """What `pyd start` says besides started: the addresses and the main log."""
+    lines = []
+    for section in config.pools:
+        addresses = ", ".join(str(a) for a in section.settings.get("listen", ()) or ())
+        if addresses:
+            lines.append(f"listening on {addresses} ({section.header})")
+    log_file = config.log_file
+    lines.append(f"log: {log_file} (`pyd log -f` follows it)" if log_file else
+                 "log: no log file (log-file is off)")
+    return lines
 
 
 def _unreadable(config: Config, identity) -> str:
@@ -106,20 +124,26 @@ def _start_daemon(config: Config, args: argparse.Namespace, blocked: str = "") -
                 code = Master(config, args.overrides, _argv_overrides(args), ready_fd=w).run()
         except BaseException as e:  # report anything to the waiting CLI, then go
             try:
-                os.write(w, f"ERROR the master failed: {type(e).__name__}: {e}\n".encode())
+                os.write(w, startline.error_line(f"the master failed: {type(e).__name__}: {e}"))
             except OSError:
                 pass
         os._exit(code)
     os.close(w)
     os.waitpid(pid, 0)
-    answer = _read_all(r, START_TIMEOUT)
+    try:
+        answer = startline.wait(r, START_TIMEOUT)
+    except TimeoutError:
+        answer = None
+    except startline.StartLineError as e:
+        answer = startline.StartLine(False, error=str(e))
     os.close(r)
-    if answer.startswith("READY"):
-        _, master_pid, workers = answer.split()[:3]
-        _say(f"started (pid {master_pid}, {workers} workers, config {config.path})")
+    if answer is not None and answer.ready:
+        _say(f"started (pid {answer.pid}, {answer.workers} workers, config {config.path})")
+        for line in where(config):
+            _say(line)
         return EXIT_OK
-    if answer.startswith("ERROR "):
-        print(f"pyd: start failed:\n{answer[6:]}{blocked}", file=sys.stderr)
+    if answer is not None:
+        print(f"pyd: start failed:\n{answer.error}{blocked}", file=sys.stderr)
     else:
         print(f"pyd: the master exited while starting; see the log {config.log_file}",
               file=sys.stderr)
@@ -136,20 +160,6 @@ def _event_loop_fds() -> list[int]:
         except OSError:
             pass
     return fds
-
-
-def _read_all(fd: int, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    data = b""
-    while b"\n" not in data:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            break
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode("utf-8", "replace").strip()
 
 
 # -- talking to a running master -----------------------------------------------------------------

@@ -11,10 +11,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
-
 from harness import free_port, http_get, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -207,3 +207,57 @@ def test_reload_says_when_the_file_on_disk_is_not_the_running_config(running):
     broken = p.cli("reload")
     assert broken.returncode == 0, broken.stdout + broken.stderr
     assert "has errors" in broken.stderr and "pyd update" in broken.stderr, broken.stderr
+
+
+# -- what start says -------------------------------------------------------------------------------
+
+def test_start_says_where_it_listens_and_where_the_log_goes(pyd_factory, site):
+    port = free_port()
+    p = pyd_factory(config(port, site), directory=site / "pyd")
+    out = p.start().stdout
+    assert f"pyd: listening on 127.0.0.1:{port} (Pool:HTTPServer)" in out, out
+    assert f"pyd: log: {p.logfile} (`pyd log -f` follows it)" in out, out
+    assert out.index("started (pid") < out.index("listening on")
+
+
+def test_start_in_the_foreground_says_it_first(pyd_factory, site):
+    import select
+    import signal
+
+    port = free_port()
+    p = pyd_factory(config(port, site), directory=site / "pyd")
+    proc = subprocess.Popen([sys.executable, "-m", "pyd", "start", "--foreground", "-c",
+                             str(p.conf)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"log: " not in seen and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 0.2)[0]:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                seen += chunk
+        wait_until(lambda: http_get(port)[0] == 200 if _port_open(port) else False, 30,
+                   "the foreground pyd serving")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        proc.stdout.close()
+    text = seen.decode()
+    assert f"pyd: starting in the foreground (config {p.conf})" in text, text
+    assert f"pyd: listening on 127.0.0.1:{port} (Pool:HTTPServer)" in text, text
+    assert f"pyd: log: {p.logfile}" in text, text
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
