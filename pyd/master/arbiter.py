@@ -22,6 +22,7 @@ from gevent.event import Event
 
 from pyd.config import Config, ConfigError
 from pyd.ipc import scoreboard as sb
+from pyd.ipc import startline
 from pyd.ipc.signals import MASTER_RECEIVES, STOPS
 from pyd.master import fleet
 from pyd.master.boot import ApplyError, StartResult, apply_config, boot_master
@@ -85,11 +86,11 @@ class Master:
         result = boot_master(self)
         if not result.ok:
             self.start_error = result.message
-            self.notify_ready(f"ERROR {result.message}")
+            self.notify_ready(error=result.message or "the master could not start")
             self.shutdown(unlink=True)
             logging.shutdown()  # the log's last lines reach their targets before the exit
             return 1
-        self.notify_ready(f"READY {self.pid} {self.target}")
+        self.notify_ready()
         log.info("pyd master (pid %d) serving with %d workers, config %s", self.pid,
                  self.target, self.config.path)
         self.loop()
@@ -98,15 +99,17 @@ class Master:
         logging.shutdown()  # the daemon leaves by os._exit: no atexit would flush the log
         return 0
 
-    def notify_ready(self, message: str) -> None:
+    def notify_ready(self, error: str = "") -> None:
+        """Tell systemd and whoever waits on the start pipe that this master serves, or why not."""
         from pyd.system.daemon import sd_notify
 
-        if message.startswith("READY"):
+        if not error:
             sd_notify(f"READY=1\nMAINPID={self.pid}\nSTATUS=serving with {self.target} workers")
         if self.ready_fd is None:
             return
         try:
-            os.write(self.ready_fd, message.encode("utf-8", "replace") + b"\n")
+            os.write(self.ready_fd, startline.error_line(error) if error
+                     else startline.ready_line(self.pid, self.target))
             os.close(self.ready_fd)
         except OSError:
             pass

@@ -9,12 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 
-import gevent
 import gevent.os
-from gevent.socket import wait_read
 
+from pyd.ipc import startline
 from pyd.net import listeners as lst
 from pyd.system.daemon import UPGRADE_FD_ENV, sd_notify
 from pyd.system.trust import python_command, python_environ
@@ -57,36 +55,22 @@ def _upgrade(m) -> tuple[bool, str]:
     os.close(w)
     for listener in m.listeners.values():
         os.set_inheritable(listener.fileno(), False)
-    answer = _read_answer(r, UPGRADE_TIMEOUT)
-    os.close(r)
-    if answer.startswith("READY"):
+    try:
+        answer = startline.wait(r, UPGRADE_TIMEOUT)
+    except TimeoutError:
+        answer = startline.StartLine(False, error="the new master did not report within the "
+                                                  "time limit")
+    except startline.StartLineError as e:
+        answer = startline.StartLine(False, error=str(e))
+    finally:
+        os.close(r)
+    if answer is not None and answer.ready:
         log.info("upgrade: the new master (pid %d) serves; this one drains and exits", pid)
         # systemd takes notifications from the main process only (NotifyAccess=main): the
         # old master names its successor, which no worker could do.
         sd_notify(f"MAINPID={pid}")
         m.stop("upgrade")
         return True, f"upgraded: the new master is pid {pid}"
-    message = answer[6:] if answer.startswith("ERROR ") else (
-        answer or "the new master exited before serving")
+    message = answer.error if answer is not None else "the new master exited before serving"
     log.error("upgrade failed; still serving with this master:\n%s", message)
     return False, f"upgrade failed; still serving with the old master:\n{message}"
-
-
-def _read_answer(fd: int, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    data = b""
-    while b"\n" not in data:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return "ERROR the new master did not report within the time limit"
-        try:
-            wait_read(fd, timeout=left)
-        except TimeoutError:
-            continue
-        except gevent.Timeout:
-            continue
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode("utf-8", "replace").strip()
