@@ -154,12 +154,6 @@ class Stream:
         except (BlockingIOError, InterruptedError):
             return None
 
-    def rearm(self, reading: str, deadline: float) -> None:
-        """A blocked read now waits for something else, until `deadline` (a FastCGI reader
-        that began to wait for a body, whose request is answered: it waits idle now)."""
-        if self.reading:
-            self.reading, self.read_deadline = reading, deadline
-
     def interrupt(self, exc: BaseException) -> None:
         """Wake a blocked read with `exc` (a drain ending an idle wait)."""
         if self.reading:

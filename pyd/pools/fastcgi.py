@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket as _stdsocket
-import time
 from typing import Any
 
 import gevent
@@ -260,18 +259,9 @@ class FastCGIServerConnection:
             self.close_if_done()
 
     def close_if_done(self) -> None:
-        """Without FCGI_KEEP_CONN the web server waits for us to close after END_REQUEST.
-
-        With it, the connection is idle now: a reader that began to wait while the request
-        was in flight waits on with keepalive-timeout, and a drain ends the wait."""
-        if self.proto.requests_in_flight:
-            return
-        if not self.proto.keep_conn:
+        """Without FCGI_KEEP_CONN the web server waits for us to close after END_REQUEST."""
+        if not self.proto.keep_conn and not self.proto.requests_in_flight:
             self.stream.shutdown_write()
-        elif self.closing:
-            self.stream.interrupt(_Close())
-        else:
-            self.stream.rearm("idle", time.monotonic() + self.pool.keepalive_timeout)
 
     def _forget(self, request_id: int) -> None:
         """The request is over: what it left unread no longer holds the reader back."""

@@ -81,13 +81,25 @@ def test_an_unknown_location_is_404_and_a_large_body_413(serve):
         assert r.cgi()[0].startswith("413")
 
 
-def test_keepalive_timeout_closes_an_idle_kept_connection(serve):
+def test_keepalive_timeout_closes_a_connection_without_requests(serve):
     served = serve("app driverapps:hello;\nkeepalive-timeout 1s;\n", kind="FastCGI")
+    with FastCGIClient(("127.0.0.1", served.port)) as c:
+        started = time.monotonic()
+        assert c.sock.recv(100) == b""
+        assert 0.7 < time.monotonic() - started < 3.0
+    wait_for(lambda: not connections_of(served))
+
+
+def test_a_kept_connection_after_its_request_waits_with_client_body_timeout(serve):
+    """Its reader began to wait while the request was in flight (as it does for every request
+    nginx sends in one piece): that wait keeps client-body-timeout, not keepalive-timeout."""
+    served = serve("app driverapps:hello;\nkeepalive-timeout 1s;\nclient-body-timeout 2s;\n",
+                   kind="FastCGI")
     with FastCGIClient(("127.0.0.1", served.port)) as c:
         c.request(params("/"), keep_conn=True)
         started = time.monotonic()
         assert c.sock.recv(100) == b""
-        assert 0.7 < time.monotonic() - started < 3.0
+        assert 1.5 < time.monotonic() - started < 4.0
     wait_for(lambda: not connections_of(served))
 
 
