@@ -58,7 +58,7 @@ def import_ref(ref: str, call_factory: bool = True) -> Any:
 def _describe(exc: BaseException) -> str:
     """`Type: message (at file:line)`, naming the innermost frame of the failing code."""
     frames = traceback.extract_tb(exc.__traceback__)
-    frames = [f for f in frames if "importlib" not in f.filename and "/pyd/apps.py" not in f.filename]
+    frames = [f for f in frames if "importlib" not in f.filename and f.filename != __file__]
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     if isinstance(exc, SyntaxError) and exc.filename:
         where = f" (at {exc.filename}:{exc.lineno})"

@@ -10,23 +10,13 @@ configured user's to import. Exit status: 0 done, 1 the callable raised (traceba
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 import traceback
 
+from pyd.apps import RefError, import_ref
 from pyd.system.privileges import PrivilegeError, drop, resolve
-
-
-def load(ref: str):
-    """The callable `module.path:attr.sub` names; `module:factory()` calls the factory first."""
-    module_name, _, attr = ref.partition(":")
-    factory = attr.endswith("()")
-    obj = importlib.import_module(module_name)
-    for part in attr.removesuffix("()").split("."):
-        obj = getattr(obj, part)
-    return obj() if factory else obj
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,10 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        job = load(args.ref)
-    except BaseException:
-        print(f"pyd: cannot import {args.ref}:", file=sys.stderr)
-        traceback.print_exc()
+        job = import_ref(args.ref)  # `module:factory()`: the factory's result is the job
+    except RefError as e:
+        print(f"pyd: {e}", file=sys.stderr)
         return 2
     try:
         job()
