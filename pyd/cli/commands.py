@@ -65,6 +65,11 @@ def start(args: argparse.Namespace) -> int:
         os.environ[UPGRADE_FD_ENV] = upgrade_fd  # boot reads it: the pidfile may still be held
     foreground = args.foreground or config.verbose_tty or upgrade_fd is not None
     if foreground:
+        if upgrade_fd is None:
+            _say(f"starting in the foreground (config {config.path})")
+            for line in where(config):
+                _say(line)
+            sys.stdout.flush()
         master = Master(config, args.overrides, _argv_overrides(args),
                         ready_fd=int(upgrade_fd) if upgrade_fd else None,
                         tty=config.verbose_tty)
@@ -73,6 +78,19 @@ def start(args: argparse.Namespace) -> int:
             print(f"pyd: start failed:\n{master.start_error}{blocked}", file=sys.stderr)
         return code
     return _start_daemon(config, args, blocked)
+
+
+def where(config: Config) -> list[str]:
+    """What `pyd start` says besides started: the addresses and the main log."""
+    lines = []
+    for section in config.pools:
+        addresses = ", ".join(str(a) for a in section.settings.get("listen", ()) or ())
+        if addresses:
+            lines.append(f"listening on {addresses} ({section.header})")
+    log_file = config.log_file
+    lines.append(f"log: {log_file} (`pyd log -f` follows it)" if log_file else
+                 "log: no log file (log-file is off)")
+    return lines
 
 
 def _unreadable(config: Config, identity) -> str:
@@ -121,6 +139,8 @@ def _start_daemon(config: Config, args: argparse.Namespace, blocked: str = "") -
     os.close(r)
     if answer is not None and answer.ready:
         _say(f"started (pid {answer.pid}, {answer.workers} workers, config {config.path})")
+        for line in where(config):
+            _say(line)
         return EXIT_OK
     if answer is not None:
         print(f"pyd: start failed:\n{answer.error}{blocked}", file=sys.stderr)
