@@ -16,6 +16,7 @@ from pyd.log.formats import MESSAGES
 from pyd.log.health import Health
 from pyd.log.native import getaddrinfo, socket
 from pyd.log.sinks import Sink
+from pyd.system.backoff import Backoff
 
 CONNECT_TIMEOUT = 3.0
 SEND_TIMEOUT = 5.0
@@ -33,7 +34,7 @@ class RemoteSink(Sink):
         self.sock = None
         self.address = None
         self.retry_at = 0.0
-        self.backoff = 1.0
+        self.backoff = Backoff(1.0, MAX_BACKOFF)
         self.chunker = chunker  # GELF over UDP: graypy's chunker for messages over one packet
 
     # -- connection -----------------------------------------------------------------------------
@@ -70,14 +71,13 @@ class RemoteSink(Sink):
             self._failed(err)
             return False
         self.sock = sock
-        self.backoff = 1.0
+        self.backoff.reset()
         return True
 
     def _failed(self, error: BaseException) -> None:
         self.health.lost(self.label, 0, error)
         self._drop_socket()
-        self.retry_at = time.monotonic() + self.backoff
-        self.backoff = min(MAX_BACKOFF, self.backoff * 2)
+        self.retry_at = time.monotonic() + self.backoff.failed()
 
     def _drop_socket(self) -> None:
         if self.sock is not None:

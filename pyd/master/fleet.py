@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pyd.ipc import scoreboard as sb
+from pyd.system import backoff
 from pyd.worker.main import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_TIMEOUT
 
 LIMIT_REASONS = (sb.R_REQUESTS, sb.R_MEMORY, sb.R_IDLE, sb.R_BAD_REPORT)  # under max-recycling
@@ -53,11 +54,12 @@ class WorkerInfo:
     lied: bool = False  # it wrote something no worker may write; it is being replaced
 
 
-@dataclass
-class Backoff:
-    failures: int = 0
-    not_before: float = 0.0
-    message: str = ""
+class Backoff(backoff.Backoff):
+    """A worker number whose boot failed: when it may be spawned again, and why it failed."""
+
+    def __init__(self):
+        super().__init__(0.5, MAX_BACKOFF)
+        self.message = ""
 
 
 # -- actions --------------------------------------------------------------------------------------
@@ -169,7 +171,7 @@ class Fleet:
         for number in range(1, target + 1):
             w = holders.get(number)
             b = self.backoff.get(number)
-            if b is not None and now < b.not_before:
+            if b is not None and b.waiting(now):
                 continue
             if w is None:
                 actions.append(Spawn(number))
@@ -285,10 +287,8 @@ class Fleet:
         if code in (EXIT_BOOT_ERROR, EXIT_APP_LOAD_ERROR) and w.phase == "booting":
             message = message or f"worker exited with status {code}"
             b = self.backoff.setdefault(w.number, Backoff())
-            b.failures += 1
             b.message = message
-            delay = min(MAX_BACKOFF, 0.5 * 2 ** (b.failures - 1))
-            b.not_before = now + delay
+            delay = b.failed(now)
             return sb.R_BOOT_ERROR, [Log(logging.ERROR, f"worker {w.number} (pid {w.pid}) "
                                                         f"failed to start; next try in "
                                                         f"{delay:.1f}s:\n{message}")]

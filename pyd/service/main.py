@@ -32,6 +32,7 @@ from pyd.ipc.modules import parse_report
 from pyd.ipc.signals import SERVICE_RECEIVES, STOPS
 from pyd.service.monitor import Monitor
 from pyd.service.supervisor import KILL_GRACE, Supervisor, describe_exit, human
+from pyd.system.backoff import Backoff
 from pyd.system.daemon import scrub_environ
 
 log = logging.getLogger("pyd.service")
@@ -332,8 +333,7 @@ class ServiceHandle:
         self.started = 0.0
         self.stopping: str | None = None
         self.deadline = 0.0
-        self.failures = 0
-        self.not_before = 0.0
+        self.backoff = Backoff(0.5, MAX_BACKOFF)  # restarts after it failed
         self.ids = itertools.count(1)
         self.modules: set[str] = set()
         # Workers (unprivileged) send the paths of their source files here; only the master
@@ -361,7 +361,7 @@ class ServiceHandle:
         wanted = bool(parts(self.m.config))
         if self.pid is None:
             # After an upgrade, not before the old master (and its service) let go.
-            if wanted and not self.m.pidfile_pending and time.monotonic() >= self.not_before:
+            if wanted and not self.m.pidfile_pending and not self.backoff.waiting(time.monotonic()):
                 self.spawn()
         elif self.stopping:
             self.enforce_deadline()
@@ -371,7 +371,7 @@ class ServiceHandle:
             self.stop("graceful")
 
     def spawn(self) -> None:
-        if self.failures == 0:
+        if self.backoff.failures == 0:
             # Orphans of the service's programs come to us if it dies, to be swept (exited()).
             _prctl(PR_SET_CHILD_SUBREAPER, 1)
         config = self.m.config
@@ -407,10 +407,8 @@ class ServiceHandle:
         if swept:
             log.warning("killed %d processes the service process left behind", swept)
         if time.monotonic() - self.started > 30.0:
-            self.failures = 0
-        self.failures += 1
-        delay = min(MAX_BACKOFF, 0.5 * 2 ** (self.failures - 1))
-        self.not_before = time.monotonic() + delay
+            self.backoff.reset()
+        delay = self.backoff.failed(time.monotonic())
         log.error("the service process (pid %d) %s; restarting it in %.1fs", pid,
                   describe_exit(os.waitstatus_to_exitcode(status)), delay)
 
@@ -462,8 +460,8 @@ class ServiceHandle:
         channel = self.channel
         if channel is None or self.stopping:
             return {"ok": False, "message": "the service process is not running"
-                    + (f" (next try in {self.not_before - time.monotonic():.1f}s)"
-                       if self.failures and not self.stopping else "")}
+                    + (f" (next try in {self.backoff.not_before - time.monotonic():.1f}s)"
+                       if self.backoff.failures and not self.stopping else "")}
         ident = next(self.ids)
         result = channel.pending[ident] = gevent.event.AsyncResult()
         try:
@@ -514,8 +512,8 @@ class ServiceHandle:
             return {}
         if self.pid is None:
             return {"extra_lines": ["service process: not running" + (
-                f" (next try in {max(0.0, self.not_before - time.monotonic()):.1f}s)"
-                if self.failures else "")]}
+                f" (next try in {max(0.0, self.backoff.not_before - time.monotonic()):.1f}s)"
+                if self.backoff.failures else "")]}
         lines = [f"service process: pid {self.pid} [{' '.join(parts(self.m.config))}], up "
                  f"{human(time.monotonic() - self.started)}"]
         reply = self.request("status", timeout=5.0)

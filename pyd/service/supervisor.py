@@ -21,6 +21,7 @@ import gevent
 import gevent.event
 import gevent.subprocess as subprocess
 
+from pyd.system.backoff import Backoff
 from pyd.system.daemon import scrub_environ
 from pyd.system.privileges import Identity, PrivilegeError, resolve
 
@@ -176,7 +177,7 @@ class Instance:
         self.restarts = 0
         self.last_exit = ""
         self.last_pid: int | None = None
-        self.delay = 0.0  # the current backoff, doubled by each quick crash in a row
+        self.backoff = Backoff(spec.restart_delay, spec.restart_delay_max)  # quick crashes
         self.stopping = False
         self.wake = gevent.event.Event()
         self.greenlet = gevent.spawn(self.supervise)
@@ -196,11 +197,10 @@ class Instance:
                               self.spec.restart)
                 return
             if ran < self.spec.min_uptime:  # a quick crash: back off further each time
-                self.delay = (min(self.delay * 2, self.spec.restart_delay_max) if self.delay
-                              else self.spec.restart_delay)
-                wait = self.delay
+                wait = self.backoff.failed()
             else:
-                self.delay, wait = 0.0, self.spec.restart_delay
+                self.backoff.reset()
+                wait = self.spec.restart_delay
             self.state = "backoff"
             self.log.warning("%s (pid %s) exited after %s: %s; restarting in %s", self.label,
                              self.last_pid, human(ran), self.last_exit, human(wait))
