@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.quickstart]
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("PYD_TEST_CACHE", "/var/cache/pyd-test"))
