@@ -9,7 +9,6 @@ prefix on the request's path.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket as _stdsocket
 from typing import Any
@@ -25,6 +24,7 @@ from pyd.protocols.h1 import REASONS
 from pyd.web import wsgi
 from pyd.web.exchange import Exchange, Site
 from pyd.web.locations import build_router
+from pyd.web.trusted import contains as trusted_network
 
 log = logging.getLogger("pyd.fastcgi")
 
@@ -109,8 +109,8 @@ class FastCGIPool(Pool):
                 if type(c) is FastCGIServerConnection]
 
     def handle(self, sock, address: Any) -> None:
-        if sock.family in (_stdsocket.AF_INET, _stdsocket.AF_INET6) and not _allowed(
-                address[0], self.allowed):
+        if sock.family in (_stdsocket.AF_INET, _stdsocket.AF_INET6) and not trusted_network(
+                self.allowed, address[0]):
             log.warning("%s: connection from %s refused (not in allowed-clients)", self.name,
                         address[0])
             return
@@ -144,14 +144,6 @@ class _Close(Exception):
     """Thrown into a connection waiting between requests during a drain."""
 
 
-def _allowed(addr: str, networks: tuple) -> bool:
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return False
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in net for net in networks)
 
 
 class FastCGIServerConnection:

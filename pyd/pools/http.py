@@ -36,6 +36,7 @@ from pyd.web.accesslog import AccessLog
 from pyd.web.compress import Compression
 from pyd.web.exchange import Exchange, Site
 from pyd.web.locations import build_router
+from pyd.web.trusted import contains as trusted_network
 
 PARK_AFTER = 0.5  # idle this long, a keep-alive connection gives up its greenlet
 DRAIN_GRACE = 1.0  # draining: a connection idle only briefly may still get one more request
@@ -166,7 +167,7 @@ class HTTPConnection:
             remote_addr, remote_port = address[0], str(address[1])
         else:
             remote_addr, remote_port = "", ""
-        trusted = bool(pool.trusted) and _trusted(remote_addr, pool.trusted)
+        trusted = bool(pool.trusted) and trusted_network(pool.trusted, remote_addr)
         self.exchange = Exchange(pool.site, self, self.pull_body, remote_addr, remote_port,
                                  self.server_address, trusted)
 
@@ -400,12 +401,6 @@ def _address(local) -> tuple[str, str]:
     return "localhost", "0"
 
 
-def _trusted(addr: str, networks: tuple) -> bool:
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
 
 
 _APP_ERRORS = logging.getLogger("pyd.http")
