@@ -9,6 +9,11 @@ mapping, and a forked worker unmaps every slot but its own (`keep_only`), so a w
 only about itself; the master keeps its own record of which slots are taken, and reads values
 through checks (`read` gives finite times, `valid_state`, `retire_reason`, `message` without
 control characters).
+
+After the head, page-aligned, each slot has a counters block of a size fixed when the
+scoreboard is made (pyd/ipc/counters.py lays it out): the worker writes it through
+`counters_buffer`, the master reads a copy of it with `counters_bytes`, and `claim` clears the
+part in use, so a new worker never inherits its predecessor's counts.
 """
 
 from __future__ import annotations
@@ -94,11 +99,17 @@ def _printable(text: str) -> str:
 
 
 class Scoreboard:
-    def __init__(self, slots: int):
+    def __init__(self, slots: int, counters: int = 0):
         self.size = slots
+        # The counters block: its capacity, and how much of it the current layout uses (what
+        # claim clears; untouched pages of the block cost no memory).
+        self.counters_capacity = mmap.PAGESIZE * ((counters + mmap.PAGESIZE - 1)
+                                                  // mmap.PAGESIZE)
+        self.counters_used = 0
         # One mapping per slot: a forked worker keeps only its own (keep_only).
         self._maps: list[mmap.mmap | None] = [
-            mmap.mmap(-1, _MAP_SIZE, flags=mmap.MAP_SHARED) for _ in range(slots)]
+            mmap.mmap(-1, _MAP_SIZE + self.counters_capacity, flags=mmap.MAP_SHARED)
+            for _ in range(slots)]
         self._taken: set[int] = set()  # the master's own record; a worker can write FREE
         # Workers write a byte here when they change state, so the master need not poll.
         self.wake_r, self.wake_w = os.pipe()
@@ -144,6 +155,9 @@ class Scoreboard:
             _HEAD.pack_into(mem, 0, STARTING, R_NONE, last_exit, generation & 0xFF, 0, number,
                             now, now, 0.0, 0, 0, 0, 0)
             _MSG_LEN.pack_into(mem, _OFF_MSG, 0)
+            used = min(self.counters_used, self.counters_capacity)
+            if used:
+                mem[_MAP_SIZE:_MAP_SIZE + used] = bytes(used)
             self._taken.add(i)
             return i
         return None
@@ -182,6 +196,16 @@ class Scoreboard:
         """The worker's periodic report (once a second, and when it changes state)."""
         _COUNTERS.pack_into(self._mem(index), _OFF_HEARTBEAT, heartbeat, oldest_request,
                             requests, rss, connections, active)
+
+    def counters_buffer(self, index: int) -> memoryview:
+        """The worker's own writable view of its counters block (it holds the mapping open)."""
+        return memoryview(self._mem(index))[_MAP_SIZE:_MAP_SIZE + self.counters_capacity]
+
+    def counters_bytes(self, index: int, size: int) -> bytes:
+        """A copy of the first `size` bytes of a slot's counters block, for the master to
+        check (what it checks cannot change under it)."""
+        size = max(0, min(size, self.counters_capacity))
+        return self._mem(index)[_MAP_SIZE:_MAP_SIZE + size]
 
     def set_message(self, index: int, message: str) -> None:
         data = message.encode("utf-8", "replace")[:MESSAGE_SIZE]
