@@ -18,6 +18,7 @@ from pyd.cli.configtest import config_path, load_or_fail
 from pyd.ipc import startline
 from pyd.ipc.control import ControlError, request, socket_path
 from pyd.ipc.signals import FAST, GRACEFUL, HARD, STOPS
+from pyd.system import proc
 from pyd.system.daemon import PidfileError, check_writable, running_pid
 
 EXIT_NOT_RUNNING = 3  # `status` when pyd is not running, as LSB init scripts expect
@@ -151,15 +152,7 @@ def _start_daemon(config: Config, args: argparse.Namespace, blocked: str = "") -
 
 
 def _event_loop_fds() -> list[int]:
-    fds = []
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{name}").startswith(("anon_inode:[eventpoll]",
-                                                                 "anon_inode:[eventfd]")):
-                fds.append(int(name))
-        except OSError:
-            pass
-    return fds
+    return proc.fds_to(("anon_inode:[eventpoll]", "anon_inode:[eventfd]"))
 
 
 # -- talking to a running master -----------------------------------------------------------------
@@ -244,18 +237,10 @@ def _wait_gone(config: Config, pid: int, timeout: float) -> bool:
     """Until the master let go of the pidfile and its process is gone."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if running_pid(config.pidfile) != pid and not _alive(pid):
+        if running_pid(config.pidfile) != pid and not proc.alive(pid):
             return True
         time.sleep(0.05)
     return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _stop(args: argparse.Namespace, cmd: str, sig: int, what: str) -> int:

@@ -34,6 +34,7 @@ from pyd.service.monitor import Monitor
 from pyd.service.supervisor import KILL_GRACE, Supervisor, describe_exit, human
 from pyd.system.backoff import Backoff
 from pyd.system.daemon import scrub_environ
+from pyd.system.proc import children_of
 
 log = logging.getLogger("pyd.service")
 
@@ -112,21 +113,6 @@ class Channel:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def children_of(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.append(int(entry))
-    return out
 
 
 def sweep_children(exclude: Iterable[int] = (), timeout: float = 5.0) -> int:

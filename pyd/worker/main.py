@@ -22,7 +22,7 @@ import gevent.event
 from gevent.util import format_run_info
 from setproctitle import setproctitle
 
-from pyd.system import memory
+from pyd.system import memory, proc
 from pyd.ipc import scoreboard as sb
 from pyd.apps import (
     AppInstance,
@@ -374,11 +374,7 @@ class Worker:
         self._exit(EXIT_TIMEOUT)
 
     def _rss(self) -> int:
-        try:
-            with open("/proc/self/statm", "rb") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            return 0
+        return proc.rss()
 
     def _exit(self, code: int) -> None:
         logging.shutdown()
