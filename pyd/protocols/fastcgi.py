@@ -182,7 +182,7 @@ _STDOUT_ENDED, _STDERR_SENT = 1, 2
 
 
 class _Request:
-    __slots__ = ("phase", "params", "output")
+    __slots__ = ("phase", "params", "output", "held")
 
     def __init__(self) -> None:
         self.phase = _IN_PARAMS
@@ -190,6 +190,7 @@ class _Request:
         # then a bytearray, so that many tiny records cost no more memory than their bytes.
         self.params: bytes | bytearray = b""
         self.output = 0
+        self.held = 0  # PARAMS bytes counted against the connection's max_params_total
 
 
 def encode_record(record_type: int, request_id: int, content: bytes = b"") -> bytes:
@@ -281,11 +282,12 @@ class FastCGIConnection:
 
     __slots__ = ("_buf", "_pos", "_eof", "_error", "_requests", "_outbox",
                  "_keep_conn", "_multiplex", "_max_params_size", "_max_in_flight", "_values",
+                 "_max_params_total", "_params_held",
                  "_text_params")
 
     def __init__(self, *, max_conns: int = 1000, max_reqs: int = 1000, multiplex: bool = True,
                  max_params_size: int = 1 << 20, max_requests_in_flight: int = 1000,
-                 text_params: bool = False) -> None:
+                 text_params: bool = False, max_params_total: int = 1 << 20) -> None:
         self._text_params = text_params  # Params as dict[str, str] (latin-1), for WSGI
         # The input buffer is the caller's bytes object while nothing is left over (no copy
         # on the common path), and a bytearray only while a record is split across reads.
@@ -298,6 +300,11 @@ class FastCGIConnection:
         self._keep_conn = True
         self._multiplex = multiplex
         self._max_params_size = max_params_size
+        # PARAMS of all the requests in flight on this connection together, buffered or decoded
+        # and held until END_REQUEST: without it, many multiplexed requests each just under
+        # max_params_size hold max_requests_in_flight times that per connection.
+        self._max_params_total = max_params_total
+        self._params_held = 0
         self._max_in_flight = max_requests_in_flight
         self._values = {MAX_CONNS: str(max_conns).encode(), MAX_REQS: str(max_reqs).encode(),
                         MPXS_CONNS: b"1" if multiplex else b"0"}
@@ -374,6 +381,11 @@ class FastCGIConnection:
                     if len(params) + clen > self._max_params_size:
                         self._fail(f"request {rid}: PARAMS stream exceeds "
                                    f"{self._max_params_size} bytes")
+                    if self._params_held + clen > self._max_params_total:
+                        self._fail(f"request {rid}: the PARAMS of the requests in flight exceed "
+                                   f"{self._max_params_total} bytes on this connection")
+                    self._params_held += clen
+                    request.held += clen
                     if not params:
                         request.params = buf[start:end]
                     else:
@@ -495,6 +507,7 @@ class FastCGIConnection:
         """END_REQUEST, preceded by the records that still close STDOUT/STDERR; forgets the id."""
         request = self._open_request(request_id)
         del self._requests[request_id]
+        self._params_held -= request.held
         app_status &= 0xFFFFFFFF
         prefix = b""
         if request.output & _STDERR_SENT:

@@ -796,3 +796,40 @@ def test_client_sees_refusals_and_aborts(server):
                                               for i in (4, 5)))
         assert ex.responses[4].protocol_status == p.UNKNOWN_ROLE
         assert (ex.responses[5].app_status, ex.responses[5].protocol_status) == (1, 0)
+
+
+# -- PARAMS held per connection (many multiplexed requests each under the per-request limit) ----
+
+def _begin(rid: int) -> bytes:
+    return p.encode_record(p.BEGIN_REQUEST, rid, bytes([0, p.RESPONDER, p.KEEP_CONN, 0, 0, 0, 0, 0]))
+
+
+def _params(rid: int, size: int) -> bytes:
+    return p.encode_record(p.PARAMS, rid, p.encode_params([(b"HTTP_X", b"v" * size)]))
+
+
+def test_params_of_the_requests_in_flight_are_bounded_per_connection():
+    conn = p.FastCGIConnection(max_params_size=64 * 1024, max_params_total=200 * 1024)
+    wire = b"".join(_begin(rid) + _params(rid, 60_000) + p.encode_record(p.PARAMS, rid)
+                    for rid in range(1, 4))  # three of 60 KB: 180 KB held, under 200 KB
+    conn.receive_data(wire)
+    events = []
+    while (ev := conn.next_event()) is not p.NEED_DATA:
+        events.append(ev)
+    assert [type(e).__name__ for e in events] == ["BeginRequest", "Params"] * 3
+    conn.receive_data(_begin(4) + _params(4, 60_000))  # a fourth would hold 240 KB
+    with pytest.raises(p.ProtocolError, match="in flight exceed 204800 bytes"):
+        while conn.next_event() is not p.NEED_DATA:
+            pass
+
+
+def test_params_held_are_released_at_the_end_of_each_request():
+    conn = p.FastCGIConnection(max_params_size=64 * 1024, max_params_total=100 * 1024)
+    for rid in range(1, 30):  # one at a time, 60 KB each: never more than one held
+        conn.receive_data(_begin(rid) + _params(rid, 60_000) + p.encode_record(p.PARAMS, rid)
+                          + p.encode_record(p.STDIN, rid))
+        seen = []
+        while (ev := conn.next_event()) is not p.NEED_DATA:
+            seen.append(type(ev).__name__)
+        assert seen == ["BeginRequest", "Params", "StdinEnd"]
+        conn.end_request(rid)
