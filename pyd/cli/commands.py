@@ -17,7 +17,7 @@ from pyd.config import Config, ConfigError, Override, load
 from pyd.cli.configtest import config_path, load_or_fail
 from pyd.ipc import startline
 from pyd.ipc.control import ControlError, request, socket_path
-from pyd.ipc.signals import FAST, GRACEFUL, HARD, STOPS
+from pyd.ipc.signals import FAST, GRACEFUL, HARD, MASTER_RECEIVES, STOPS, stop_deadlines
 from pyd.system import proc
 from pyd.system.daemon import PidfileError, check_writable, running_pid
 
@@ -246,6 +246,7 @@ def _wait_gone(config: Config, pid: int, timeout: float) -> bool:
 def _stop(args: argparse.Namespace, cmd: str, sig: int, what: str) -> int:
     config = _config_for_control(args)
     pid = _running(config)
+    how = {"stop": FAST, "graceful-stop": GRACEFUL, "hard-stop": HARD}[cmd]
     try:
         answer = request(socket_path(config), cmd, timeout=10.0)
         if not answer.get("ok"):
@@ -254,12 +255,8 @@ def _stop(args: argparse.Namespace, cmd: str, sig: int, what: str) -> int:
         if "permission" in str(e):
             raise Failure(str(e)) from None
         os.kill(pid, sig)  # the socket is gone but the master lives: signals still work
-    # The service process (supervised programs, then job runs) stops before the workers do.
-    service = 0.0
-    if config.of_kind("Cron") or config.of_kind("Process"):
-        service = config.graceful_timeout + 5.0 + max(
-            (s.settings["stop-timeout"] for s in config.of_kind("Process")), default=0.0)
-    if not _wait_gone(config, pid, config.graceful_timeout + 15.0 + service):
+        how = MASTER_RECEIVES[sig]  # what the master makes of the signal
+    if not _wait_gone(config, pid, stop_deadlines(config, how).total):
         raise Failure(f"pyd (pid {pid}) did not stop in time")
     _say(f"{what} (pid {pid})")
     return EXIT_OK

@@ -23,7 +23,7 @@ from gevent.event import Event
 from pyd.config import Config, ConfigError
 from pyd.ipc import scoreboard as sb
 from pyd.ipc import startline
-from pyd.ipc.signals import MASTER_RECEIVES, STOPS
+from pyd.ipc.signals import MASTER_RECEIVES, STOPS, stop_deadlines
 from pyd.master import fleet
 from pyd.master.boot import ApplyError, StartResult, apply_config, boot_master
 from pyd.master.fleet import BOOT_TIMEOUT, WorkerInfo
@@ -33,8 +33,6 @@ from pyd.worker.main import EXIT_BOOT_ERROR, Worker
 
 log = logging.getLogger("pyd.master")
 
-FAST_STOP_DEADLINE = 5.0
-HARD_STOP_DEADLINE = 2.0
 STEP_ERROR_EVERY = 10.0  # a loop step failing again and again logs its traceback this often
 
 SIGNALS = ("HUP", "QUIT", "INT", "TERM", "USR1", "USR2", "TTIN", "TTOU")
@@ -430,9 +428,7 @@ class Master:
     def stop_workers(self, first: bool) -> None:
         how = self.stopping
         self.workers_told = True
-        deadline = {"graceful": self.config.graceful_timeout + 1.0, "fast": FAST_STOP_DEADLINE,
-                    "hard": HARD_STOP_DEADLINE, "upgrade": self.config.graceful_timeout + 1.0}
-        self.stop_deadline = time.monotonic() + deadline[how]
+        self.stop_deadline = time.monotonic() + stop_deadlines(self.config, how).workers
         sig = STOPS[how].worker
         if first or how != "graceful":
             log.info("stopping (%s) %d workers", how, len(self.workers))

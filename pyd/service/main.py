@@ -29,9 +29,9 @@ import gevent.os
 from gevent import socket
 
 from pyd.ipc.modules import parse_report
-from pyd.ipc.signals import SERVICE_RECEIVES, STOPS
+from pyd.ipc.signals import SERVICE_RECEIVES, STOPS, stop_deadlines
 from pyd.service.monitor import Monitor
-from pyd.service.supervisor import KILL_GRACE, Supervisor, describe_exit, human
+from pyd.service.supervisor import Supervisor, describe_exit, human
 from pyd.system.backoff import Backoff
 from pyd.system.daemon import scrub_environ
 from pyd.system.proc import children_of
@@ -41,7 +41,6 @@ log = logging.getLogger("pyd.service")
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 MAX_BACKOFF = 60.0
-HARD_DEADLINE = 3.0
 MAX_MODULES = 50_000
 
 
@@ -55,15 +54,6 @@ def parts(config) -> list[str]:
     if config.autoreload:
         out.append("monitor")
     return out
-
-
-def stop_time(config, how: str) -> float:
-    """How long the service may take to stop before the master kills it."""
-    if how == "hard":
-        return HARD_DEADLINE
-    programs = max((s.settings["stop-timeout"] for s in config.of_kind("Process")), default=0.0)
-    jobs = config.graceful_timeout if how in ("graceful", "upgrade") else 0.0
-    return programs + jobs + 2 * KILL_GRACE + 5.0
 
 
 def _prctl(option: int, value: int) -> None:
@@ -403,7 +393,7 @@ class ServiceHandle:
         if self.pid is None:
             return
         sig = STOPS[how].service
-        deadline = time.monotonic() + stop_time(self.m.config, how)
+        deadline = time.monotonic() + stop_deadlines(self.m.config, how).service
         self.deadline = min(self.deadline, deadline) if self.stopping else deadline
         self.stopping = how
         self.signal(sig)

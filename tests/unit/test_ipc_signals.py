@@ -63,3 +63,62 @@ def test_the_cli_falls_back_to_the_tables_signal(monkeypatch, command, sig):
     monkeypatch.setattr(commands, "_say", lambda message: None)
     assert getattr(commands, command)(argparse.Namespace()) == 0
     assert sent == [(4242, sig)]
+
+
+class _Section:
+    def __init__(self, stop_timeout):
+        self.settings = {"stop-timeout": stop_timeout}
+
+
+class _Config:
+    graceful_timeout = 30.0
+
+    def __init__(self, *stop_timeouts):
+        self.programs = [_Section(t) for t in stop_timeouts]
+
+    def of_kind(self, kind):
+        return self.programs if kind == "Process" else []
+
+
+@pytest.mark.parametrize("how, service, workers", [
+    ("graceful", 10.0 + 30.0 + 9.0, 31.0), ("upgrade", 10.0 + 30.0 + 9.0, 31.0),
+    ("fast", 10.0 + 9.0, 5.0), ("hard", 3.0, 2.0)])
+def test_each_stop_kind_has_its_deadlines(how, service, workers):
+    d = signals.stop_deadlines(_Config(4.0, 10.0), how)
+    assert (d.service, d.workers) == (service, workers)
+    assert d.total == service + workers + signals.STOP_MARGIN
+
+
+def test_the_service_margin_covers_a_job_runs_kill_grace_twice_and_the_sweep():
+    from pyd.service.supervisor import KILL_GRACE
+
+    assert signals.SERVICE_STOP_MARGIN == 2 * KILL_GRACE + 5.0
+    assert signals.stop_deadlines(_Config(), "fast").service == signals.SERVICE_STOP_MARGIN
+
+
+@pytest.mark.parametrize("command, how", [("stop", "fast"), ("graceful_stop", "graceful"),
+                                          ("hard_stop", "hard")])
+@pytest.mark.parametrize("socket", [True, False])
+def test_the_cli_waits_as_long_as_the_stop_the_master_does_may_take(monkeypatch, command, how,
+                                                                     socket):
+    """Through the socket the master does the stop asked; by signal, what the signal means to
+    it (a hard stop by signal is a fast one)."""
+    config = _Config(7.0)
+    waited = []
+    monkeypatch.setattr(commands, "_config_for_control", lambda args: config)
+    monkeypatch.setattr(commands, "_running", lambda config: 4242)
+    monkeypatch.setattr(commands, "socket_path", lambda config: "/nonexistent.sock")
+
+    def answer(*args, **kwargs):
+        if not socket:
+            raise ControlError("cannot connect to the control socket")
+        return {"ok": True}
+
+    monkeypatch.setattr(commands, "request", answer)
+    monkeypatch.setattr(commands.os, "kill", lambda pid, s: None)
+    monkeypatch.setattr(commands, "_wait_gone", lambda c, pid, timeout: waited.append(timeout)
+                        or True)
+    monkeypatch.setattr(commands, "_say", lambda message: None)
+    assert getattr(commands, command)(argparse.Namespace()) == 0
+    done = how if socket else ("fast" if how == "hard" else how)
+    assert waited == [signals.stop_deadlines(config, done).total]
