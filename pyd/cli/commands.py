@@ -12,6 +12,7 @@ import re
 import sys
 import time
 
+from pyd.cli import table
 from pyd.cli.errors import EXIT_FAIL, EXIT_OK, Failure
 from pyd.config import Config, ConfigError, Override, load
 from pyd.cli.configtest import config_path, load_or_fail
@@ -399,14 +400,14 @@ def fullstatus(args: argparse.Namespace) -> int:
         rows.append((str(s["number"]), str(s["pid"]), s["state"], str(s["requests"]),
                      f"{s['rss'] / 1048576:.1f}M", str(s["connections"]), str(s["active"]),
                      _human_time(s["uptime"]), note))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for line in table.render(rows):
+        print(line)
     exits = ", ".join(f"{k} {v}" for k, v in sorted(data["exits"].items()))
     print(f"restarts by reason: {exits or 'none'}")
     print(f"listeners: {', '.join(data['listeners']) or 'none'}")
-    for line in data.get("extra_lines", []):
-        print(line)
+    for item in data.get("extra_lines", []):  # a line, or a table (the service's) as rows
+        for line in ([item] if isinstance(item, str) else table.render(item)):
+            print(line)
     return EXIT_OK
 
 
@@ -426,7 +427,7 @@ def _service_command(args: argparse.Namespace, cmd: str) -> int:
     if not answer.get("ok"):
         print(f"pyd: {answer.get('message', cmd + ' failed')}", file=sys.stderr)
         return EXIT_FAIL
-    for line in answer.get("data", {}).get("lines", []):
+    for line in table.render(answer.get("data", {}).get("table", [])):
         print(line)
     if answer.get("message"):
         _say(answer["message"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pyd.cli import table
 from pyd.cli.errors import EXIT_FAIL, EXIT_OK, Failure
 from pyd.config import Config, ConfigError, find_config, load_apart
 from pyd.config.directives import REGISTRY
@@ -102,8 +103,7 @@ def settings_table(config: Config) -> str:
         rows.append((name, _show(spec, value), _show(spec, spec.default),
                      str(config.settings.origin(name))))
     # Never cut to the terminal's width: the last column, where a value came from, is the point.
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3] for r in rows]
+    lines = table.render(rows)
     if config.sections:
         lines.append("")
         lines.append("sections:")

@@ -496,10 +496,10 @@ class ServiceHandle:
         if not reply.get("ok"):
             return {"extra_lines": lines + [f"  {reply.get('message')}"]}
         data = reply["data"]
-        if data["processes"]:
-            lines += process_lines(data["processes"])
+        if data["processes"]:  # a table (a list of rows) among the lines: the CLI lays it out
+            lines.append(process_rows(data["processes"]))
         if data["jobs"]:
-            lines += job_lines(data["jobs"])
+            lines.append(job_rows(data["jobs"]))
         if data["watching"] is not None:
             lines.append(f"autoreload: watching {data['watching']} source files")
         return {"extra_lines": lines, "service": data}
@@ -513,7 +513,7 @@ class ServiceHandle:
         reply = self.request("status", timeout=5.0)
         if not reply.get("ok"):
             return reply
-        return {"ok": True, "data": {"lines": job_lines(reply["data"]["jobs"]),
+        return {"ok": True, "data": {"table": job_rows(reply["data"]["jobs"]),
                                      "jobs": reply["data"]["jobs"]}}
 
     def process(self, action: str, name: str | None, progress) -> dict:
@@ -525,31 +525,26 @@ class ServiceHandle:
         reply = self.request("status", timeout=5.0)
         if not reply.get("ok"):
             return reply
-        return {"ok": True, "data": {"lines": process_lines(reply["data"]["processes"]),
+        return {"ok": True, "data": {"table": process_rows(reply["data"]["processes"]),
                                      "processes": reply["data"]["processes"]}}
 
 
-# -- tables for people ---------------------------------------------------------------------------
-
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-
+# -- tables for people: the cells; the CLI lays them out (pyd/cli/table.py) ----------------------
 
 def _clock(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
 
-def process_lines(rows: list[dict]) -> list[str]:
+def process_rows(rows: list[dict]) -> list[tuple[str, ...]]:
     table = [("process", "pid", "state", "uptime", "restarts", "last exit")]
     for r in rows:
         table.append((r["name"], str(r["pid"] or "-"), r["state"],
                       human(r["uptime"]) if r["uptime"] is not None else "-",
                       str(r["restarts"]), r["last_exit"] or "-"))
-    return _table(table)
+    return table
 
 
-def job_lines(rows: list[dict]) -> list[str]:
+def job_rows(rows: list[dict]) -> list[tuple[str, ...]]:
     table = [("job", "schedule", "next run", "last run", "outcome", "duration", "runs")]
     for r in rows:
         outcome = r["last_outcome"] or "-"
@@ -558,4 +553,4 @@ def job_lines(rows: list[dict]) -> list[str]:
         table.append((r["name"], r["schedule"], _clock(r["next"]), _clock(r["last_start"]),
                       outcome, human(r["last_duration"]) if r["last_duration"] is not None
                       else "-", f"{r['runs']} ({r['failures']} failed, {r['skipped']} skipped)"))
-    return _table(table)
+    return table
