@@ -32,6 +32,7 @@ section = REGISTRY.section
 
 HTTP = "Pool:HTTPServer"
 FASTCGI = "Pool:FastCGI"
+METRICS = "Pool:Metrics"
 USER_POOL = "Pool"
 APP = "App"
 LOCATION = "location"
@@ -214,6 +215,13 @@ section("Pool", "HTTPServer", scope=HTTP, impl="pyd.pools.http:HTTPServerPool", 
 section("Pool", "FastCGI", scope=FASTCGI, impl="pyd.pools.fastcgi:FastCGIPool", example="Pool:FastCGI { listen 127.0.0.1:9000; "
         "app shop.wsgi:application; }",
         help="A FastCGI server for WSGI apps behind nginx (`fastcgi_pass`).")
+section("Pool", "Metrics", scope=METRICS, served_by="master",
+        example="Pool:Metrics { listen 127.0.0.1:9100; }",
+        help="Metrics and health, served by the master itself (no app code, no worker): "
+             "`GET /metrics` in the Prometheus text format (OpenMetrics when the scraper's "
+             "Accept asks), `GET /health` (200 while the master's loop turns) and `GET /ready` "
+             "(200 while every worker the master keeps serves; 503 from the moment a stop "
+             "begins). One request per connection.")
 section("Pool", None, scope=USER_POOL, extra=True,
         example="Pool:echo { class examples.echo:EchoPool; listen 127.0.0.1:7000; }",
         help="A network pool of your own: `class` gets each accepted connection. Other "
@@ -223,7 +231,7 @@ section("App", None, scope=APP, extra=True,
         help="An application instance (a `pyd.AppInstance` subclass). Other directives in "
              "the section are its settings.")
 
-directive("listen", AddressType(), (), scopes=POOLS, multiple=True, required=True,
+directive("listen", AddressType(), (), scopes=POOLS + (METRICS,), multiple=True, required=True,
           reload=True, example="127.0.0.1:8080",
           help="Addresses to accept connections on. The master binds them before forking and "
                "keeps them open across reloads.")
@@ -325,12 +333,12 @@ directive("compress-level", Integer(min=1, max=9), 4, scopes=HTTP, example="4",
 
 directive("allowed-clients", Network(), (ipaddress.ip_network("127.0.0.0/8"),
                                          ipaddress.ip_network("::1/128")),
-          scopes=FASTCGI, multiple=True, example="10.0.0.0/8",
-          help="Only these peers may connect over TCP; others are closed and logged "
+          scopes=(FASTCGI, METRICS), multiple=True, example="10.0.0.0/8",
+          help="Only these peers may connect over TCP; others are closed (FastCGI logs them) "
                "(unix sockets are guarded by socket-mode and socket-owner).")
-directive("socket-mode", FileMode(), None, scopes=POOLS, reload=False, example="0660",
+directive("socket-mode", FileMode(), None, scopes=POOLS + (METRICS,), reload=False, example="0660",
           help="The permissions of the pool's unix socket listeners.")
-directive("socket-owner", ListOf(String()), None, scopes=POOLS, reload=False,
+directive("socket-owner", ListOf(String()), None, scopes=POOLS + (METRICS,), reload=False,
           example="www-data www-data",
           help="The owner (user, optionally group) of the pool's unix socket listeners, so "
                "that nginx can connect.")
@@ -479,4 +487,4 @@ def _process_section(get, at):
         yield at("restart-delay-max"), "restart-delay-max is less than restart-delay"
 
 
-__all__ = ["REGISTRY", "NAME", "HTTP", "FASTCGI", "USER_POOL", "APP", "LOCATION"]
+__all__ = ["REGISTRY", "NAME", "HTTP", "FASTCGI", "METRICS", "USER_POOL", "APP", "LOCATION"]

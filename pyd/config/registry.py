@@ -68,6 +68,7 @@ class SectionKind:
     example: str = ""
     check: Callable | None = field(default=None, compare=False)
     impl: str = ""  # a built-in pool type's class, `module:attr`, imported only in a worker
+    served_by: str = "worker"  # "master": the master serves it itself (Pool:Metrics)
 
     @property
     def title(self) -> str:

@@ -27,6 +27,7 @@ from pyd.ipc.signals import MASTER_RECEIVES, STOPS, stop_deadlines
 from pyd.master import fleet
 from pyd.master.boot import ApplyError, StartResult, apply_config, boot_master
 from pyd.master.fleet import BOOT_TIMEOUT, WorkerInfo
+from pyd.master.metrics_server import Metrics
 from pyd.net import listeners as lst
 from pyd.service.main import ServiceHandle
 from pyd.worker.main import EXIT_BOOT_ERROR, Worker
@@ -76,6 +77,7 @@ class Master:
         self.workers_told = False  # stopping: the workers were signalled (after the service)
         self.step_errors: dict[str, tuple[str, float, int]] = {}  # step -> (error, logged, n)
         self.service = ServiceHandle(self)  # jobs, supervised programs, autoreload
+        self.metrics = Metrics(self)  # the workers' counters, Pool:Metrics
 
     # -- boot -----------------------------------------------------------------------------------
 
@@ -159,6 +161,7 @@ class Master:
         while True:
             self.wakeup.wait(0.25)
             self.wakeup.clear()
+            self.metrics.turn()
             while self.signals:
                 name = self.signals.popleft()
                 log.info("master got SIG%s", name)
@@ -250,6 +253,7 @@ class Master:
                    report_fd=self.service.report_fd).run()
             os._exit(EXIT_BOOT_ERROR)  # pragma: no cover - run() never returns
         self.scoreboard.set_pid(slot, pid)
+        self.metrics.spawned(pid, slot)
         now = time.monotonic()
         w = WorkerInfo(pid, slot, number, self.generation, now, time.time(), beat_seen=now)
         w.beat = self.scoreboard.read(slot).heartbeat
@@ -268,6 +272,7 @@ class Master:
         and of every scoreboard slot but the worker's own."""
         if self.scoreboard is not None:
             self.scoreboard.keep_only(keep_slot)
+        self.metrics.after_fork()
         for watcher in self._signal_watchers:
             watcher.cancel()
         if self.control is not None:
@@ -324,6 +329,7 @@ class Master:
                 if not 0 <= reason < len(sb.REASONS):
                     reason = sb.R_BAD_REPORT
                 self.exits[sb.REASONS[reason]] += 1
+                self.step("metrics.reaped", self.metrics.reaped, pid)  # before the slot is free
                 self.scoreboard.release(w.slot, reason)
                 fleet.unlink(w)
 
@@ -375,18 +381,24 @@ class Master:
         except ConfigError as e:
             log.error("update: the configuration has errors; still serving the old one:\n%s",
                       e.format())
+            self.metrics.reloads["invalid"] += 1
             return False, e.format()
         except Exception as e:
             log.exception("update: cannot read the configuration; still serving the old one")
+            self.metrics.reloads["invalid"] += 1
             return False, f"cannot read the configuration: {type(e).__name__}: {e}"
         try:
             warnings = apply_config(self, new)
         except ApplyError as e:
             log.error("update: the new configuration cannot be applied; still serving the old "
                       "one:\n%s", e)
+            self.metrics.reloads["failed"] += 1
             return False, str(e)
         self.fleet.limits = fleet.Limits.of(new)
         self.service.configure(new)
+        self.metrics.configure(new)
+        self.metrics.start()
+        self.metrics.reloads["applied"] += 1
         self.generation += 1
         self.generation_reason = sb.R_UPDATE
         log.info("update: configuration re-read; replacing every worker (generation %d)",

@@ -77,7 +77,8 @@ def boot_master(m) -> StartResult:
         m.pools = build_pools(config, m.listeners, m.apps, privileged=True)
     except BootError as e:
         return StartResult(False, e.message)
-    m.scoreboard = sb.Scoreboard(scoreboard_size(config))
+    m.scoreboard = sb.Scoreboard(scoreboard_size(config), counters=m.metrics.capacity(config))
+    m.metrics.configure(config)
     m.watch_workers()
     m.control = ControlServer(socket_path(config), m.command)
     try:
@@ -95,6 +96,7 @@ def boot_master(m) -> StartResult:
         # Jobs and supervised programs start after the workers, and before `pyd start`
         # returns: a `pyd cron run` right after it finds the service process there.
         m.service.manage()
+        m.metrics.start()
     else:
         m.stop("fast")
         while m.workers:

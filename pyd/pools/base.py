@@ -55,6 +55,7 @@ class Pool:
         # greenlet -> what the pool keeps about the connection (None until its handler runs)
         self.connections: dict[Any, Any] = {}
         self.accepting = False
+        self.accepted = 0  # connections accepted (the worker reports it in its counters)
         self._acceptors: list[gevent.Greenlet] = []
         self._idle: list[gevent.Greenlet] = []  # runners waiting for a connection
         self._jobs: dict[gevent.Greenlet, tuple] = {}  # handed to an idle runner, not started
@@ -88,7 +89,7 @@ class Pool:
         """A request ended; `record` (a web.exchange.RequestRecord: status, bytes in and out,
         duration, client...) says how, for whatever counts requests."""
         if token is not None:
-            self.worker.request_finished(token)
+            self.worker.request_finished(token, record)
 
     def start(self) -> None:
         self.accepting = True
@@ -132,6 +133,7 @@ class Pool:
                     self.log.error("accept on %s: %s; pausing for 100ms", listener, e.strerror)
                     gevent.sleep(0.1)
                 continue
+            self.accepted += 1
             self.spawn_connection(conn, address)
 
     def spawn_connection(self, conn: socket.socket, address: Any, resume: Any = None) -> Any:
