@@ -37,6 +37,8 @@ from pyd.net.listeners import Listener
 from pyd.log import reopen as log_reopen
 from pyd.log.capture import Capture
 from pyd.ipc.modules import report_modules
+from pyd.ipc.counters import Layout, Writer
+from pyd.metrics.registry import layout_for, served_by_master
 from pyd.pools import POOL_TYPES
 from pyd.pools.base import Pool, UserPool, label
 from pyd.system.daemon import scrub_environ
@@ -74,6 +76,8 @@ def build_pools(config: Config, listeners: Mapping[str, Listener], apps: Mapping
     pools = []
     for section in config.pools:
         if privileged is not None and bool(section.settings.get("privileged")) != privileged:
+            continue
+        if served_by_master(section):
             continue
         mine = [listeners[str(a)] for a in section.settings["listen"]]
         try:
@@ -171,6 +175,12 @@ class Worker:
         self.graceful = True
         self.started = time.time()
         self.capture = Capture()
+        # This slot's counters block, laid out as the master laid it out for this config.
+        board = scoreboard
+        self.counters = Writer(layout_for(config, board.counters_capacity)
+                               if board.counters_capacity else Layout(),
+                               board.counters_buffer(slot) if board.counters_capacity
+                               else bytearray(8))
 
     # -- boot -----------------------------------------------------------------------------------
 
@@ -196,7 +206,7 @@ class Worker:
         self._exit(code)
 
     def boot(self) -> None:
-        names = " ".join(label(s) for s in self.config.pools)
+        names = " ".join(label(s) for s in self.config.pools if not served_by_master(s))
         setproctitle(f"pyd: worker {self.number} [{names}]")
         scrub_environ()  # NOTIFY_SOCKET and the upgrade's descriptors are the master's
         self.capture.start()  # print(), tracebacks: into the log when a daemon's null
@@ -268,6 +278,11 @@ class Worker:
             if first:
                 self.scoreboard.notify()
         connections = sum(len(p.connections) for p in self.pools)
+        counters = self.counters
+        for p in self.pools:
+            conns = p.connections
+            parked = sum(1 for c in conns if not isinstance(c, gevent.Greenlet))
+            counters.connections(p.name, len(conns), parked, getattr(p, "accepted", 0))
         self.scoreboard.update(self.slot, now, oldest, self.requests, self._rss(), connections,
                                len(self.inflight))
 
@@ -300,10 +315,18 @@ class Worker:
     def request_started(self, description: str) -> int:
         self._next_token += 1
         self.inflight[self._next_token] = (time.monotonic(), description)
+        self.counters.q[0] = len(self.inflight)
         return self._next_token
 
-    def request_finished(self, token: int) -> None:
-        self.inflight.pop(token, None)
+    def request_finished(self, token: int, record=None) -> None:
+        """`record` (a web.exchange.RequestRecord) is counted in this slot's block."""
+        inflight = self.inflight
+        inflight.pop(token, None)
+        counters = self.counters
+        counters.q[0] = len(inflight)
+        if record is not None:
+            counters.request(record.pool, record.location, record.method, record.status,
+                             record.bytes_in, record.bytes_out, record.duration)
         self.requests += 1
         self.last_activity = time.monotonic()
         if self.request_limit and self.requests >= self.request_limit and not self.retiring:
