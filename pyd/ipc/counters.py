@@ -13,7 +13,8 @@ the master and each worker compute the same one. Cells, in order:
 A route is (pool, location); location "" takes requests no location matched (and, when a
 config has more routes than the block holds, those of the routes left out).
 
-`Writer` is the worker's side: a request costs five stores. `read` is the master's: every cell
+`Writer` is the worker's side: a request costs five stores (the gauges are written once a
+second). `read` is the master's: every cell
 is checked (a count is an integer in [0, MAX_COUNT], a gauge in [0, MAX_GAUGE], the sum a finite
 float in [0, MAX_SUM]); `Validator` also holds counts to what the master saw last, so a count
 that goes backwards is ignored rather than believed.
@@ -132,6 +133,26 @@ class Writer:
         q[base + ROUTE_REQUESTS + bisect_left(BUCKETS, duration)] += 1
         end = base + ROUTE_CELLS
         self.d[end - 3] += duration if duration > 0.0 else 0.0
+        q[end - 2] += bytes_in
+        q[end - 1] += bytes_out
+
+    def record(self, record) -> None:
+        """request() from a web.exchange.RequestRecord, unpacked in one step (its first ten
+        fields: pool, location, method, target, path, version, status, bytes in and out,
+        duration; a test holds the order)."""
+        pool, location, method, _, _, _, status, bytes_in, bytes_out, duration = record[:10]
+        locs = self.routes.get(pool)
+        if locs is None:
+            return
+        base = locs.get(location)
+        if base is None:
+            base = locs[""]
+        q = self.q
+        q[base + _METHOD.get(method, _OTHER) * _NC + _CODE.get(status[:3], _NONE)] += 1
+        q[base + ROUTE_REQUESTS + bisect_left(BUCKETS, duration)] += 1
+        end = base + ROUTE_CELLS
+        if duration > 0.0:
+            self.d[end - 3] += duration
         q[end - 2] += bytes_in
         q[end - 1] += bytes_out
 

@@ -279,6 +279,7 @@ class Worker:
                 self.scoreboard.notify()
         connections = sum(len(p.connections) for p in self.pools)
         counters = self.counters
+        counters.in_flight(len(self.inflight))
         for p in self.pools:
             conns = p.connections
             parked = sum(1 for c in conns if not isinstance(c, gevent.Greenlet))
@@ -315,18 +316,13 @@ class Worker:
     def request_started(self, description: str) -> int:
         self._next_token += 1
         self.inflight[self._next_token] = (time.monotonic(), description)
-        self.counters.q[0] = len(self.inflight)
         return self._next_token
 
     def request_finished(self, token: int, record=None) -> None:
         """`record` (a web.exchange.RequestRecord) is counted in this slot's block."""
-        inflight = self.inflight
-        inflight.pop(token, None)
-        counters = self.counters
-        counters.q[0] = len(inflight)
+        self.inflight.pop(token, None)
         if record is not None:
-            counters.request(record.pool, record.location, record.method, record.status,
-                             record.bytes_in, record.bytes_out, record.duration)
+            self.counters.record(record)
         self.requests += 1
         self.last_activity = time.monotonic()
         if self.request_limit and self.requests >= self.request_limit and not self.retiring:
