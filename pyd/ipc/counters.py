@@ -119,6 +119,7 @@ class Writer:
         for i, (pool, loc) in enumerate(layout.routes):
             self.routes.setdefault(pool, {})[loc] = layout.route_base(i)
         self.pools = {p: layout.pool_base(i) for i, p in enumerate(layout.pools)}
+        self.cells: dict[tuple[str, str], int] = {}  # (method, status line) -> offset
 
     def request(self, pool: str, location: str, method: str, status: str, bytes_in: int,
                 bytes_out: int, duration: float) -> None:
@@ -137,24 +138,35 @@ class Writer:
         q[end - 1] += bytes_out
 
     def record(self, record) -> None:
-        """request() from a web.exchange.RequestRecord, unpacked in one step (its first ten
-        fields: pool, location, method, target, path, version, status, bytes in and out,
-        duration; a test holds the order)."""
-        pool, location, method, _, _, _, status, bytes_in, bytes_out, duration = record[:10]
+        """request() from a web.exchange.RequestRecord, unpacked in one step (pool, location,
+        method, target, path, version, status, bytes in and out, duration, and three more; a
+        test holds the order)."""
+        (pool, location, method, _, _, _, status, bytes_in, bytes_out, duration, _, _,
+         _) = record
         locs = self.routes.get(pool)
         if locs is None:
             return
         base = locs.get(location)
         if base is None:
             base = locs[""]
+        cell = self.cells.get((method, status))
+        if cell is None:
+            cell = self._cell(method, status)
         q = self.q
-        q[base + _METHOD.get(method, _OTHER) * _NC + _CODE.get(status[:3], _NONE)] += 1
+        q[base + cell] += 1
         q[base + ROUTE_REQUESTS + bisect_left(BUCKETS, duration)] += 1
         end = base + ROUTE_CELLS
         if duration > 0.0:
             self.d[end - 3] += duration
         q[end - 2] += bytes_in
         q[end - 1] += bytes_out
+
+    def _cell(self, method: str, status: str) -> int:
+        """The (method, code) offset of a status line, remembered for the usual few."""
+        cell = _METHOD.get(method, _OTHER) * _NC + _CODE.get(status[:3], _NONE)
+        if len(self.cells) < 512:
+            self.cells[(method, status)] = cell
+        return cell
 
     def in_flight(self, n: int) -> None:
         self.q[0] = n

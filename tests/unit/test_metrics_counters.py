@@ -185,17 +185,21 @@ def test_the_pool_label_is_the_one_requests_carry(tmp_path):
 def test_a_request_record_is_counted_in_one_unpacking(board):
     from pyd.web.exchange import RequestRecord
 
-    assert RequestRecord._fields[:10] == ("pool", "location", "method", "target", "path",
-                                          "version", "status", "bytes_in", "bytes_out",
-                                          "duration")
+    assert RequestRecord._fields == ("pool", "location", "method", "target", "path",
+                                     "version", "status", "bytes_in", "bytes_out", "duration",
+                                     "client", "time", "headers")
     layout = ct.Layout.of(POOLS, board.counters_capacity)
     slot = board.claim(1, 1)
     w = writer(board, slot, layout)
     w.record(RequestRecord("HTTPServer", "/api/", "PUT", b"/api/x", "/api/x", "1.1",
                            "204 No Content", 3, 0, 0.5, "127.0.0.1", 0.0, ()))
+    w.record(RequestRecord("HTTPServer", "/api/", "PUT", b"/api/x", "/api/x", "1.1",
+                           "204 No Content", 0, 0, 0.0, "127.0.0.1", 0.0, ()))  # remembered
     cells = ct.read(layout, board.counters_bytes(slot, layout.nbytes))
     base = layout.route_base(3)
-    assert cells[base + ct.request_cell("PUT", "204")] == 1
+    assert cells[base + ct.request_cell("PUT", "204")] == 2
+    assert w.cells == {("PUT", "204 No Content"): ct.request_cell("PUT", "204")}
     assert cells[base + ct.ROUTE_REQUESTS + ct.BUCKETS.index(0.5)] == 1
+    assert cells[base + ct.ROUTE_REQUESTS] == 1
     assert cells[base + ct.ROUTE_CELLS - 3:base + ct.ROUTE_CELLS] == [0.5, 3, 0]
     w.release()
