@@ -23,6 +23,8 @@ import time
 def app(environ, start_response):
     if environ["PATH_INFO"] == "/slow":
         time.sleep(float(environ.get("QUERY_STRING") or 1))
+    if environ["PATH_INFO"] == "/read":
+        environ["wsgi.input"].read()
     body = b"hello"
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
     return [body]
@@ -226,3 +228,30 @@ def test_only_allowed_clients_are_answered(pyd_factory, site):
         except ConnectionResetError:
             answer = b""
         assert answer == b""  # closed unanswered: loopback is not in 10.0.0.0/8
+
+
+def test_fastcgi_requests_are_counted_by_pool(pyd_factory, site):
+    from fcgi_client import FastCGIClient
+
+    port, fport, mport = free_port(), free_port(), free_port()
+    text = config(site, port, mport) + (f"Pool:FastCGI {{ listen 127.0.0.1:{fport}; "
+                                        "app app:app; }\n")
+    p = pyd_factory(text, directory=site)
+    p.start()
+    wait_port(fport)
+    with FastCGIClient(("127.0.0.1", fport)) as c:
+        for _ in range(3):
+            r = c.request({"REQUEST_METHOD": "POST", "REQUEST_URI": "/read",
+                           "PATH_INFO": "/read", "CONTENT_LENGTH": "4"}, b"abcd",
+                          request_id=1, keep_conn=True)
+            assert r.cgi()[0].startswith("200")
+
+    def counted():
+        s = scrape(mport)
+        return s if total(s, "pyd_http_requests_total", pool="FastCGI") == 3 else None
+
+    s = wait_until(counted, 10, "3 FastCGI requests counted")
+    assert total(s, "pyd_http_requests_total", pool="FastCGI", method="POST", code="200") == 3
+    assert total(s, "pyd_http_request_bytes_total", pool="FastCGI") == 12  # read by the app
+    assert total(s, "pyd_http_response_bytes_total", pool="FastCGI") == 15
+    assert total(s, "pyd_http_requests_total", pool="HTTPServer") == 0
