@@ -190,10 +190,14 @@ def http_get(port: int, path: str = "/", host: str = "127.0.0.1", headers: dict 
         conn.close()
 
 
-def raw_exchange(port: int, data: bytes, timeout: float = 5.0, host: str = "127.0.0.1") -> bytes:
-    """Send raw bytes, read until the server closes (or the timeout); the raw answer."""
+def raw_exchange(port: int, data: bytes, timeout: float = 5.0, host: str = "127.0.0.1",
+                 half_close: bool = False) -> bytes:
+    """Send raw bytes (then shut the sending side, with `half_close`), read until the server
+    closes (or the timeout); the raw answer."""
     with socket.create_connection((host, port), timeout=timeout) as s:
         s.sendall(data)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
         chunks = []
         try:
             while True:

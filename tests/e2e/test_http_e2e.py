@@ -18,7 +18,7 @@ from pathlib import Path
 import brotli
 import pytest
 import zstandard
-from harness import free_port, http_get
+from harness import free_port, http_get, raw_exchange
 from unit.test_h1 import MALFORMED
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -426,20 +426,7 @@ def parse_headers(head: bytes) -> dict:
 
 
 def exchange(port: int, data: bytes, timeout: float = 5.0, half_close: bool = False) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        if half_close:
-            s.shutdown(socket.SHUT_WR)
-        chunks = []
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        except (TimeoutError, ConnectionResetError):
-            pass
-        return b"".join(chunks)
+    return raw_exchange(port, data, timeout, half_close=half_close)
 
 
 def read_response(sock: socket.socket, buf: bytes = b"", head_only: bool = False):
