@@ -154,6 +154,138 @@ def access_log_cases() -> dict[str, Callable[[int], None]]:
     return cases
 
 
+SITE_CONF = """user root;
+Pool:HTTPServer {
+    listen 127.0.0.1:8080;
+    app benchapps:app;
+    access-log off;
+}
+"""
+SITE_APPS = '''
+HELLO = b"Hello, World!"
+BIG = b"x" * 65536
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [HELLO]
+
+def big(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                              ("Content-Length", str(len(BIG)))])
+    return [BIG]
+
+def app(environ, start_response):
+    return (big if environ["PATH_INFO"] == "/big" else hello)(environ, start_response)
+'''
+
+
+class _Worker:
+    """What a pool asks of its worker on every request, and no more (the same in every
+    revision): a token in, the token (and the request record where there is one) out."""
+
+    def __init__(self):
+        self.next = 0
+        self.inflight = {}
+        self.requests = 0
+
+    def request_started(self, description):
+        self.next += 1
+        self.inflight[self.next] = description
+        return self.next
+
+    def request_finished(self, token, record=None):
+        self.inflight.pop(token, None)
+        self.requests += 1
+
+
+def http_pool_cases() -> dict[str, Callable[[int], None]]:
+    """A whole HTTPServer pool in this process, on gevent socketpairs: the path of a request
+    from the pool's spawn_connection to the last byte read back (driver, stream, exchange,
+    WSGI, the worker's bookkeeping), written against what every revision has. The access log
+    is off, as in bench/run; the client's side (a gevent socket) is in the count too."""
+    try:
+        import gevent
+        from gevent import socket as gsocket
+
+        from pyd.config import load
+        from pyd.net.listeners import Listener
+        from pyd.pools.http import HTTPServerPool
+    except ImportError as e:
+        return {"pool": _unavailable(f"no HTTPServer pool here ({e})")}
+    tmp = tempfile.mkdtemp(prefix="pyd-micro-site-")
+    with open(os.path.join(tmp, "benchapps.py"), "w") as f:
+        f.write(SITE_APPS)
+    conf = os.path.join(tmp, "pyd.conf")
+    with open(conf, "w") as f:
+        f.write(SITE_CONF.replace("user root;", f"user root;\ncwd {tmp};"))
+    sys.path.insert(0, tmp)
+    import benchapps  # noqa: F401  (the pool imports it by name)
+    (section,) = load(conf, env={}).pools
+    listener_sock = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_STREAM)
+    listener_sock.bind(("127.0.0.1", 0))
+    pool = HTTPServerPool(section, [Listener(section.settings["listen"][0], listener_sock)],
+                          _Worker())
+    pool.load({})
+    pool.accepting = True
+    address = ("127.0.0.1", 40000)
+    hello = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+    close = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    big = b"GET /big HTTP/1.1\r\nHost: bench\r\n\r\n"
+
+    def read_response(client, want: int) -> None:
+        got = 0
+        while got < want:
+            data = client.recv(262144)
+            if not data:
+                raise RuntimeError("the connection closed early")
+            got += len(data)
+
+    def measure_once(request: bytes) -> int:
+        client, server = gsocket.socketpair()
+        pool.spawn_connection(server, address)
+        client.sendall(request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        total = 0
+        while True:
+            data = client.recv(262144)
+            if not data:
+                break
+            total += len(data)
+        client.close()
+        gevent.sleep(0)
+        return total
+
+    sizes = {r: measure_once(r) - len(b"Connection: close\r\n") for r in (hello, big)}
+
+    def kept_alive(request: bytes) -> Callable[[int], None]:
+        want = sizes[request]
+
+        def run(n: int) -> None:
+            client, server = gsocket.socketpair()
+            pool.spawn_connection(server, address)
+            for _ in range(n):
+                client.sendall(request)
+                read_response(client, want)
+            client.close()
+            gevent.sleep(0)
+            gevent.sleep(0)
+
+        return run
+
+    def connection_close(n: int) -> None:
+        for _ in range(n):
+            client, server = gsocket.socketpair()
+            pool.spawn_connection(server, address)
+            client.sendall(close)
+            while client.recv(262144):
+                pass
+            client.close()
+            gevent.sleep(0)
+
+    return {"pool: hello, kept alive": kept_alive(hello),
+            "pool: hello, Connection: close": connection_close,
+            "pool: 64 KB, kept alive": kept_alive(big)}
+
+
 def _unavailable(why: str) -> Callable[[int], None]:
     def run(n: int) -> None:
         raise LookupError(why)
@@ -162,7 +294,7 @@ def _unavailable(why: str) -> Callable[[int], None]:
 
 
 def all_cases() -> dict[str, Callable[[int], None]]:
-    return {**h1_cases(), **fastcgi_cases(), **access_log_cases()}
+    return {**h1_cases(), **fastcgi_cases(), **access_log_cases(), **http_pool_cases()}
 
 
 # -- measuring -----------------------------------------------------------------------------------
@@ -222,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=2000, help="operations per count (instructions)")
     p.add_argument("--pyd-rev", metavar="REV", help="measure this commit instead of the tree")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--only", metavar="TEXT", help="only the cases whose name contains TEXT")
     p.add_argument("--child", nargs=2, metavar=("CASE", "N"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -240,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, float | str] = {}
         unit = "instructions/op" if args.instructions else "us/op"
         for name, fn in all_cases().items():
+            if args.only and args.only not in name:
+                continue
             try:
                 if args.instructions:
                     fn(1)  # fails here, not under valgrind, when the case is unavailable
