@@ -93,7 +93,7 @@ class FastCGIPool(Pool):
         self.site = Site(self.name, max_body=self.max_body, errors=log, error_stream=_ERRORS)
         if worker is not None:
             self.site.request_started = worker.request_started
-        self.site.request_finished = self.request_finished
+        self.site.request_finished = self.finisher()
         self.sweeper = Sweeper(self._streams)
 
     def load(self, apps: dict) -> None:

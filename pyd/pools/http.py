@@ -71,7 +71,7 @@ class HTTPServerPool(Pool):
                          errors=_APP_ERRORS)
         if worker is not None:  # straight to the worker: this is on every request's path
             self.site.request_started = worker.request_started
-        self.site.request_finished = self.request_finished
+        self.site.request_finished = self.finisher()
         if self.access is not None:
             self.site.observe(self.access)
         self.sweeper = Sweeper(self._streams, after=self._after_sweep)
