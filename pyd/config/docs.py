@@ -45,7 +45,7 @@ def generate() -> str:
     lines = [
         "# Directive reference",
         "",
-        "Generated from `pyd/config/directives.py` by `python -m pyd.config.docs`; do not edit by",
+        "Generated from `pyd/config/directives/` by `python -m pyd.config.docs`; do not edit by",
         "hand. The language itself (syntax, strings, variables, include, YAML) is described in",
         "[config-language.md](config-language.md).",
         "",

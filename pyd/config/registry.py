@@ -1,6 +1,6 @@
 """The machinery of the directive registry: what a directive, a block and a section kind are.
 
-The declarations themselves live in directives.py; every later part of pyd adds its own
+The declarations themselves live in directives/, one module per owner; every later part of pyd adds its own
 directives there, and the parser, validation, configtest, --name=value and docs/config.md follow.
 """
 
