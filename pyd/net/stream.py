@@ -176,6 +176,22 @@ class Stream:
         if sent != len(data):
             self._send_rest(memoryview(data)[sent:], whole)
 
+    def send_two(self, head: bytes, body: bytes) -> None:
+        """head then body, in one write when the socket has room (sendmsg: the body is not
+        copied to join them), the rest as send() does it."""
+        try:
+            sent = self.raw.sendmsg((head, body))
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            raise self.gone() from None
+        n = len(head)
+        if sent < n:
+            self._send_rest(memoryview(head)[sent:], False)
+            sent = n
+        if sent - n != len(body):
+            self._send_rest(memoryview(body)[sent - n:], False)
+
     def _send_rest(self, view: memoryview, whole: bool) -> None:
         raw = self.raw
         killed = None
