@@ -170,8 +170,10 @@ class HTTPConnection:
         else:
             remote_addr, remote_port = "", ""
         trusted = bool(pool.trusted) and trusted_network(pool.trusted, remote_addr)
-        self.exchange = Exchange(pool.site, self, self.pull_body, remote_addr, remote_port,
-                                 self.server_address, trusted)
+        site = pool.site
+        # a wildcard listener's connection says its own address, when first asked
+        self.exchange = Exchange(site, self, self.pull_body, remote_addr, remote_port,
+                                 None if site.server_address else self.server_address, trusted)
 
     def server_address(self) -> tuple[str, str]:
         """SERVER_NAME and SERVER_PORT of this connection (a wildcard listener's)."""
@@ -194,7 +196,7 @@ class HTTPConnection:
         """The connection is over: break the cycles (the parser points back at h1, the
         exchange at this writer), so refcounting frees them."""
         self.h1.release()
-        self.exchange.release()
+        self.exchange = None  # it points back at this writer: dropped, it frees it
 
     def _serve(self) -> Any:
         h1 = self.h1
