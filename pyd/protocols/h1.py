@@ -491,7 +491,7 @@ class H1Connection:
                 self._raise(ProtocolError(400, "invalid request-target"))
         if b"#" in url:
             self._raise(ProtocolError(400, "a fragment in the request-target"))
-        if b"%" in url and _BAD_PERCENT.search(url.partition(b"?")[0]):
+        if url.find(b"%") >= 0 and _BAD_PERCENT.search(url.partition(b"?")[0]):
             self._raise(ProtocolError(400, "a bad percent-encoding in the request-target"))
         content_length = None
         chunked = expect = False

@@ -177,6 +177,9 @@ class Worker:
         self.capture = Capture()
         # This slot's counters block, laid out as the master laid it out for this config.
         board = scoreboard
+        # Counted only where a Pool:Metrics will read them: a few stores per request otherwise
+        # spent for nobody.
+        self.counting = any(s.cls == "Metrics" for s in config.pools)
         self.counters = Writer(layout_for(config, board.counters_capacity)
                                if board.counters_capacity else Layout(),
                                board.counters_buffer(slot) if board.counters_capacity
@@ -321,7 +324,7 @@ class Worker:
     def request_finished(self, token: int, record=None) -> None:
         """`record` (a web.exchange.RequestRecord) is counted in this slot's block."""
         self.inflight.pop(token, None)
-        if record is not None:
+        if record is not None and self.counting:
             self.counters.record(record)
         self.requests += 1
         self.last_activity = time.monotonic()
