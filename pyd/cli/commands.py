@@ -13,9 +13,9 @@ import sys
 import time
 
 from pyd.cli import table
+from pyd.cli.configtest import config_path, load_or_fail
 from pyd.cli.errors import EXIT_FAIL, EXIT_OK, Failure
 from pyd.config import Config, ConfigError, Override, load
-from pyd.cli.configtest import config_path, load_or_fail
 from pyd.ipc import startline
 from pyd.ipc.control import ControlError, request, socket_path
 from pyd.ipc.signals import FAST, GRACEFUL, HARD, MASTER_RECEIVES, STOPS, stop_deadlines
@@ -44,8 +44,8 @@ def _argv_overrides(args: argparse.Namespace) -> list[str]:
 # -- start ---------------------------------------------------------------------------------------
 
 def start(args: argparse.Namespace) -> int:
-    from pyd.master.boot import UPGRADE_FD_ENV
     from pyd.master.arbiter import Master
+    from pyd.master.boot import UPGRADE_FD_ENV
     from pyd.system.privileges import PrivilegeError, resolve
 
     upgrade_fd = os.environ.pop(UPGRADE_FD_ENV, None)
@@ -109,8 +109,8 @@ def _unreadable(config: Config, identity) -> str:
 
 
 def _start_daemon(config: Config, args: argparse.Namespace, blocked: str = "") -> int:
-    from pyd.system.daemon import daemon_context
     from pyd.master.arbiter import Master
+    from pyd.system.daemon import daemon_context
 
     r, w = os.pipe()
     pid = os.fork()

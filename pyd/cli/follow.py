@@ -219,8 +219,8 @@ def show(path: str, lines: int = 20, follow: bool = False, flt: Filter | None = 
 
 def run(args) -> int:
     """`pyd log [-n N] [-f] [--channel PATTERN] [--level LEVEL]`."""
-    from pyd.cli.errors import Failure, UsageError
     from pyd.cli.configtest import load_or_fail
+    from pyd.cli.errors import Failure, UsageError
 
     try:
         flt = Filter(args.channel, args.level)

@@ -11,8 +11,9 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from pyd.cli.errors import EXIT_FAIL, EXIT_USAGE, Failure, UsageError
 from pyd.version import __version__
-from pyd.cli.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Failure, UsageError
+
 
 @dataclass(frozen=True)
 class Command:

@@ -11,11 +11,11 @@ import os
 import signal
 from dataclasses import dataclass
 
-from pyd.net import listeners as lst
-from pyd.ipc import scoreboard as sb
 from pyd.config import Config, ConfigError
+from pyd.ipc import scoreboard as sb
 from pyd.ipc.control import ControlServer, socket_path
 from pyd.master import trust
+from pyd.net import listeners as lst
 from pyd.system.daemon import UPGRADE_FD_ENV, Pidfile, PidfileError
 from pyd.system.privileges import PrivilegeError, resolve
 from pyd.worker.main import BootError, app_path, build_apps, build_pools

@@ -29,9 +29,17 @@ import gevent.pool
 import gevent.subprocess
 from croniter import croniter
 
+from pyd.service.supervisor import (
+    KILL_GRACE,
+    describe_exit,
+    human,
+    pump,
+    spawn,
+    spelled,
+    stop_group,
+)
 from pyd.system.privileges import PrivilegeError, resolve
 from pyd.system.trust import python_command, python_environ
-from pyd.service.supervisor import KILL_GRACE, describe_exit, human, pump, spawn, spelled, stop_group
 
 log = logging.getLogger("pyd.service")
 

@@ -22,8 +22,6 @@ import gevent.event
 from gevent.util import format_run_info
 from setproctitle import setproctitle
 
-from pyd.system import memory, proc
-from pyd.ipc import scoreboard as sb
 from pyd.apps import (
     AppInstance,
     RefError,
@@ -33,14 +31,16 @@ from pyd.apps import (
     set_privileged_path,
 )
 from pyd.config import Config, ConfigError, Problem
-from pyd.net.listeners import Listener
+from pyd.ipc import scoreboard as sb
+from pyd.ipc.counters import Layout, Writer
+from pyd.ipc.modules import report_modules
 from pyd.log import reopen as log_reopen
 from pyd.log.capture import Capture
-from pyd.ipc.modules import report_modules
-from pyd.ipc.counters import Layout, Writer
 from pyd.metrics.registry import layout_for, served_by_master
+from pyd.net.listeners import Listener
 from pyd.pools import POOL_TYPES
 from pyd.pools.base import Pool, UserPool, label
+from pyd.system import memory, proc
 from pyd.system.daemon import scrub_environ
 from pyd.system.privileges import PrivilegeError, drop, resolve
 
