@@ -62,3 +62,10 @@ def test_the_master_imports_no_parser():
                        timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_ruff_is_clean():
+    """The style the project keeps (pyproject.toml's [tool.ruff]): a lint error fails the suite."""
+    r = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]

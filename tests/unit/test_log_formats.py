@@ -11,8 +11,8 @@ import zlib
 import pytest
 
 from pyd.config import ConfigError, load
-from pyd.config.values import BadValue, ParseContext
 from pyd.config.endpoint import Endpoint, EndpointType
+from pyd.config.values import BadValue, ParseContext
 from pyd.log.formats import (
     GelfFormat,
     JsonFormat,

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
+from pyd.cli.follow import Filter, Follower, LogError, last_records, open_log, show
 from pyd.log import compress, transport
 from pyd.log.files import FileSink, next_boundary, rotated_name
-from pyd.cli.follow import Filter, Follower, LogError, last_records, open_log, show
 from pyd.log.health import Health
 from pyd.log.sinks import StreamSink
 from pyd.log.transport import (
@@ -162,7 +162,7 @@ def test_access_lines_are_built_in_a_batch_at_the_next_flush():
         set_fast_handler(handler)
         access = AccessLog("combined", "HTTPServer", logging.getLogger("pyd.test.access"))
         for i in range(3):
-            access(RequestRecord("HTTPServer", "/", "GET", b"/%d" % i, "/%d" % i, "1.1",
+            access(RequestRecord("HTTPServer", "/", "GET", b"/%d" % i, f"/{i}", "1.1",
                                  "200 OK", 0, 5, 0.001, "10.0.0.1", time.time(),
                                  [(b"User-Agent", b"t")]))
         assert len(access.pending) == 3 and not writer.lines  # nothing built yet
